@@ -1,0 +1,44 @@
+"""Checks on the built book. They run after `make book` and read `_build/`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+
+
+@pytest.fixture(scope="session")
+def html() -> Path:
+    if not (HTML / "index.html").is_file():
+        pytest.fail("the book is not built: run `make book` before the site checks")
+    return HTML
+
+
+def executable_pages() -> list[str]:
+    """Docnames of the pages in the table of contents that execute code."""
+    import yaml
+    from notebooks import is_executable
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                yield entry["file"]
+            for key in ("chapters", "sections", "parts"):
+                yield from walk(entry.get(key, []))
+
+    docs = [toc["root"], *walk(toc.get("parts", []))]
+    return [d for d in docs if is_executable(ROOT / f"{d}.md")]
+
+
+def lesson_pages() -> list[str]:
+    """Docnames of the lesson pages (``NN-slug``) and week pages in the table of contents."""
+    return [d for d in executable_pages()
+            if Path(d).name[:2].isdigit() or Path(d).parent.name == "weeks"]

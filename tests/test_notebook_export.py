@@ -1,0 +1,69 @@
+"""MyST → plain-Markdown conversion used for the reader notebooks (book/_ext/notebooks.py)."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from conftest import ROOT
+from notebooks import convert_markdown, export_notebook, is_executable, python_object_source
+
+VALUES = {"acc": 0.98765, "name": "adam", "n": 8000}
+
+
+def convert(text: str) -> str:
+    return convert_markdown(text, ROOT, VALUES)
+
+
+def test_literalinclude_becomes_the_package_source():
+    text = "```{literalinclude} /code/neuralarch/repro.py\n:pyobject: seed_everything\n```"
+    out = convert(text)
+    assert "def seed_everything(seed: int) -> int:" in out
+    assert "```python" in out and "literalinclude" not in out
+
+
+def test_python_object_source_finds_methods_and_rejects_unknown_names():
+    source = python_object_source(ROOT / "code/neuralarch/config.py", "ArchConfig.save")
+    assert source.lstrip().startswith("def save(")
+    with pytest.raises(ValueError, match="no object"):
+        python_object_source(ROOT / "code/neuralarch/config.py", "Missing")
+
+
+def test_glue_roles_become_the_glued_values():
+    out = convert("Accuracy {glue:text}`acc:.1%` with {glue:}`name` on {glue:text}`n:,`.")
+    assert out == "Accuracy 98.8% with adam on 8,000."
+
+
+def test_reference_roles_and_labels_become_text():
+    out = convert("(m01-l01)=\nSee {ref}`the lesson <m01-l01>`, {eq}`eq-x`, {cite}`a2020,b2021`.")
+    assert out == "See *the lesson*, (eq-x), [a2020, b2021]."
+
+
+def test_directives_become_bold_labels():
+    text = ":::{exercise}\n:label: ex-1\n\nDo it.\n:::\n\n::::{solution} ex-1\n:class: dropdown\n" \
+           "Done.\n::::"
+    out = convert(text)
+    assert "**Exercise.**" in out and "**Solution.**" in out
+    assert ":::" not in out and ":label:" not in out and "Do it." in out
+
+
+def test_glue_figure_becomes_its_caption():
+    out = convert("```{glue:figure} fig-x\n:name: fig-x\n\nLoss is {glue:text}`acc:.2f`.\n```")
+    assert out == "*Figure (output above): Loss is 0.99.*"
+
+
+def test_is_executable_reads_the_front_matter(tmp_path):
+    (tmp_path / "a.md").write_text("---\nkernelspec:\n  name: python3\n---\n# A\n")
+    (tmp_path / "b.md").write_text("# B\n")
+    assert is_executable(tmp_path / "a.md") and not is_executable(tmp_path / "b.md")
+
+
+def test_export_adds_the_setup_cell_and_validates(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# T\n{cite}`k`"),
+                      nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(notebook, path)
+    reader = export_notebook(path, ROOT, "neuralarch @ git+https://example.org/r@v1", "https://x/p")
+    assert "pip" in reader.cells[1].source and "git+https://example.org/r@v1" in reader.cells[1].source
+    assert reader.cells[2].source == "# T\n[k]"
+    assert reader.metadata.kernelspec.name == "python3"

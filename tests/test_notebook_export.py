@@ -64,6 +64,6 @@ def test_export_adds_the_setup_cell_and_validates(tmp_path):
     path = tmp_path / "page.ipynb"
     nbformat.write(notebook, path)
     reader = export_notebook(path, ROOT, "neuralarch @ git+https://example.org/r@v1", "https://x/p")
-    assert "pip" in reader.cells[1].source and "git+https://example.org/r@v1" in reader.cells[1].source
+    assert "git+https://example.org/r@v1" in reader.cells[1].source
     assert reader.cells[2].source == "# T\n[k]"
     assert reader.metadata.kernelspec.name == "python3"

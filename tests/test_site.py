@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
-from conftest import BUILD, lesson_pages, executable_pages
+from conftest import BUILD, executable_pages, lesson_pages
 
 PAGE_BUDGET_S = 120
 MODULE1_BUDGET_S = 60

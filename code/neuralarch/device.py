@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -57,6 +58,18 @@ def reset_device() -> None:
     _chosen = None
 
 
+def cpu_model() -> str:
+    """Return the CPU's model name (from /proc/cpuinfo on Linux), else the architecture."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def describe_hardware() -> dict[str, object]:
     """Return a small dict describing the software and hardware a page ran on."""
     import platform
@@ -65,7 +78,8 @@ def describe_hardware() -> dict[str, object]:
     info: dict[str, object] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(),
         "devices": devices,
     }

@@ -1,4 +1,9 @@
-"""Reproducible experiments: seed every generator, switch on determinism, fingerprint results."""
+"""Reproducible experiments: seed every generator, switch on determinism, fingerprint results.
+
+Introduced in lesson 1.5 (``m01-l05``). Every later chapter seeds through :func:`seed_everything`
+(via ``setup_page``), builds loaders with :func:`make_loader`, and proves that two runs agree
+with :func:`state_fingerprint`.
+"""
 
 from __future__ import annotations
 
@@ -8,85 +13,129 @@ import json
 import os
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 _CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
+def _check_seed(seed: object, name: str = "seed") -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"{name} must be an int in [0, 2**32), got {seed!r}")
+    return seed
+
+
+def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def seed_everything(seed: int) -> int:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and GPUs); return the seed."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    _check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
 
 
+def derive_seed(seed: int, stream: str) -> int:
+    """Return a child seed for the named ``stream`` (e.g. ``"data"``), independent of ``seed``'s.
+
+    One master seed, many named streams: the children are unrelated 32-bit numbers, so two
+    generators never replay the same random bits, and adding a stream never shifts another.
+    """
+    _check_seed(seed)
+    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """Return a private ``torch.Generator`` so one random stream cannot disturb another."""
+    _check_seed(seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
 
 
 def seed_worker(worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=...)``: derive NumPy and ``random`` seeds from torch's seed.
+    """``DataLoader(worker_init_fn=...)``: derive every worker-side RNG from torch's worker seed.
 
-    PyTorch seeds each worker's torch RNG from the loader's generator, but not NumPy's or
-    Python's, so augmentations using them would repeat across workers without this.
+    PyTorch gives worker ``i`` the torch seed ``base_seed + i`` (``base_seed`` comes from the
+    loader's generator), but a NumPy ``Generator`` owned by the dataset is copied unchanged into
+    every worker. This reseeds NumPy's and Python's global RNGs and calls ``dataset.reseed(seed)``
+    when the dataset has such a method (see :class:`NoisyDataset`).
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    info = torch.utils.data.get_worker_info()
+    reseed = getattr(info.dataset, "reseed", None) if info is not None else None
+    if callable(reseed):
+        reseed(worker_seed)
 
 
-def set_deterministic(enabled: bool = True) -> None:
-    """Make torch choose deterministic kernels (or error where none exists), or undo it."""
+def set_deterministic(enabled: bool = True, warn_only: bool = False) -> None:
+    """Make torch choose deterministic kernels (or error where none exists), or undo it.
+
+    With ``warn_only=True`` an op without a deterministic implementation warns instead of raising.
+    """
     if enabled:
         # cuBLAS needs a fixed workspace to be deterministic; harmless on CPU.
         os.environ.setdefault(_CUBLAS_ENV, ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
 
 
 @contextlib.contextmanager
-def deterministic(enabled: bool = True) -> Iterator[None]:
+def deterministic(enabled: bool = True, warn_only: bool = False) -> Iterator[None]:
     """Context manager form of :func:`set_deterministic` that restores the previous settings."""
     previous = (
         torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
-    set_deterministic(enabled)
+    set_deterministic(enabled, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[1:]
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2:]
 
 
-def state_fingerprint(state: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+def state_fingerprint(state: nn.Module | Mapping[str, torch.Tensor]) -> str:
     """Return a sha256 over the names, dtypes, shapes and exact bytes of a model's tensors.
 
     Two runs produced identical weights if and only if (up to hash collisions) their
     fingerprints are equal; a single flipped bit changes it.
     """
-    if isinstance(state, torch.nn.Module):
+    if isinstance(state, nn.Module):
         state = state.state_dict()
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        value = state[name]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"state[{name!r}] is a {type(value).__name__}, not a tensor; fingerprint a "
+                f"module or a mapping of names to tensors (e.g. model.state_dict())"
+            )
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)  # 0-d buffers become (1,)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def run_fingerprint(config: Mapping[str, object], seed: int) -> str:
     """Return a short id for a run: its config, seed and the library versions that shape results."""
+    _check_seed(seed)
     payload = {
         "config": config,
         "seed": seed,
@@ -95,3 +144,118 @@ def run_fingerprint(config: Mapping[str, object], seed: int) -> str:
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class NoisyDataset(Dataset):
+    """Wrap an ``(x, y)`` dataset and add Gaussian noise from the dataset's own NumPy generator.
+
+    A stand-in for any augmentation that owns a random generator. ``reseed`` restarts the noise
+    stream; :func:`seed_worker` calls it so that every DataLoader worker draws different noise.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, std: float, seed: int = 0) -> None:
+        if not isinstance(std, int | float) or not std >= 0:  # also rejects NaN
+            raise ValueError(f"std must be a number >= 0, got {std!r}")
+        self.base = base
+        self.std = float(std)
+        self.reseed(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.base[index]
+        noise = self.rng.standard_normal(tuple(x.shape), dtype=np.float32)  # same shape as x
+        return x + self.std * torch.from_numpy(noise), y
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream from ``seed``."""
+        self.rng = np.random.default_rng(_check_seed(seed))
+
+
+def make_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0,
+                shuffle: bool = True, drop_last: bool = False) -> DataLoader:
+    """Return a ``DataLoader`` whose order and worker randomness depend only on ``seed``.
+
+    The shuffle order and the workers' seeds come from a private generator seeded with
+    ``seed``, and :func:`seed_worker` reseeds every worker-side RNG from those seeds. With
+    ``num_workers=0`` the dataset runs in this process, so a dataset with a ``reseed`` method
+    is reseeded here; otherwise its stream would continue from wherever the last run left it.
+    """
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(num_workers, "num_workers", minimum=0)
+    reseed = getattr(dataset, "reseed", None)
+    if num_workers == 0 and callable(reseed):
+        reseed(derive_seed(seed, "main-process"))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+        generator=make_generator(seed),
+    )
+
+
+def build_mlp(in_features: int = 784, hidden: int = 64, n_classes: int = 10,
+              dropout: float = 0.1) -> nn.Sequential:
+    """Return a one-hidden-layer MLP (flatten, Linear, ReLU, Dropout, Linear) for small images."""
+    _check_positive_int(in_features, "in_features")
+    _check_positive_int(hidden, "hidden")
+    _check_positive_int(n_classes, "n_classes", minimum=2)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return nn.Sequential(
+        nn.Flatten(),  # (B, 1, 28, 28) -> (B, 784)
+        nn.Linear(in_features, hidden),  # (B, hidden)
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_classes),  # (B, n_classes) logits
+    )
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train_tiny_mlp` returns: the trained model and its per-step training losses."""
+
+    model: nn.Module
+    losses: list[float]
+
+    @property
+    def fingerprint(self) -> str:
+        """The :func:`state_fingerprint` of the trained weights."""
+        return state_fingerprint(self.model)
+
+
+def train_tiny_mlp(dataset: Dataset, seed: int, *, in_features: int = 784, hidden: int = 64,
+                   n_classes: int = 10, dropout: float = 0.1, epochs: int = 1,
+                   batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9,
+                   num_workers: int = 0, device: str | torch.device = "cpu") -> TrainRun:
+    """Train an MLP with SGD where init, dropout, data order and workers all derive from ``seed``.
+
+    The global torch RNG is forked, so the caller's random state is the same afterwards.
+    """
+    _check_seed(seed)
+    _check_positive_int(epochs, "epochs")
+    if not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    device = torch.device(device)
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(derive_seed(seed, "model"))  # weight init and dropout masks
+        model = build_mlp(in_features, hidden, n_classes, dropout).to(device)
+        loader = make_loader(dataset, batch_size, derive_seed(seed, "data"), num_workers)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        losses: list[float] = []
+        model.train()
+        for _ in range(epochs):
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)  # (B, 1, 28, 28), (B,)
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+    model.eval()
+    return TrainRun(model=model, losses=losses)

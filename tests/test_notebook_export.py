@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, executable_pages
 from notebooks import convert_markdown, export_notebook, is_executable, python_object_source
 
 VALUES = {"acc": 0.98765, "name": "adam", "n": 8000}
@@ -67,3 +67,37 @@ def test_export_adds_the_setup_cell_and_validates(tmp_path):
     assert "git+https://example.org/r@v1" in reader.cells[1].source
     assert reader.cells[2].source == "# T\n[k]"
     assert reader.metadata.kernelspec.name == "python3"
+
+
+def _imports(source: str) -> set[str]:
+    import ast
+
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    names = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("docname", executable_pages())
+def test_pages_import_only_what_a_reader_notebook_installs(docname):
+    """A downloaded notebook installs `neuralarch[notebooks]`; pages may import nothing else."""
+    import re
+    import sys
+
+    import tomllib
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    project = tomllib.loads((ROOT / "code" / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["notebooks"]
+    distributions = {re.split(r"[<>=\[ ]", r)[0].lower() for r in requirements}
+    import_names = {"myst-nb": "myst_nb", "ipykernel": "IPython", "pyyaml": "yaml"}
+    allowed = ({import_names.get(d, d) for d in distributions} | set(sys.stdlib_module_names)
+               | {"neuralarch", "IPython", "mpl_toolkits"})
+    page = ROOT / f"{docname}.md"
+    notebook = read_myst_markdown_notebook(page.read_text(encoding="utf-8"), path=page)
+    used = set().union(*(_imports(c.source) for c in notebook.cells if c.cell_type == "code"))
+    assert used <= allowed, f"{docname} imports {sorted(used - allowed)}, which readers lack"

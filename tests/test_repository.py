@@ -59,3 +59,12 @@ def test_citation_version_matches_the_package():
 def test_ci_calls_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_citation_bibtex_is_generated_from_citation_cff():
+    from citation import bibtex, read_citation
+
+    entry = bibtex(read_citation(ROOT))
+    assert entry.startswith("@book{neural_architecture_2026,")
+    assert f"version = {{{neuralarch.__version__}}}" in entry
+    assert entry.count("{") == entry.count("}")

@@ -27,14 +27,14 @@ ZIP_NAME = "neural-architecture-notebooks.zip"
 SOURCE_REF_ENV = "NEURALARCH_SOURCE_REF"
 
 SETUP_SOURCE = '''\
-# Set-up for running this notebook on its own (Colab, a fresh virtual environment):
-# install the book's package `neuralarch` if it is missing. Data files it needs are downloaded
-# on first use and verified against their sha256 checksums.
+# Set-up for running this notebook on its own (Colab, a fresh virtual environment): install the
+# book's package `neuralarch` with the extras its pages use, if any of them is missing. Data files
+# are downloaded on first use and verified against their sha256 checksums.
 import importlib.util
 import subprocess
 import sys
 
-if importlib.util.find_spec("neuralarch") is None:
+if any(importlib.util.find_spec(m) is None for m in ("neuralarch", "myst_nb", "jsonschema")):
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "{requirement}"])'''
 
 
@@ -241,7 +241,7 @@ def write_notebooks(app: Sphinx, exception: Exception | None) -> None:
     out = Path(app.outdir) / OUT_DIR
     executed_dir = Path(app.outdir).parent / "jupyter_execute"
     ref = os.environ.get(SOURCE_REF_ENV, app.config.notebooks_source_ref)
-    requirement = (f"neuralarch @ git+https://github.com/{app.config.notebooks_repository}"
+    requirement = (f"neuralarch[notebooks] @ git+https://github.com/{app.config.notebooks_repository}"
                    f"@{ref}#subdirectory=code")
     written = []
     for docname in executable_docs(app):

@@ -57,13 +57,11 @@ def test_is_executable_reads_the_front_matter(tmp_path):
     assert is_executable(tmp_path / "a.md") and not is_executable(tmp_path / "b.md")
 
 
-def test_export_adds_the_setup_cell_and_validates(tmp_path):
+def test_export_adds_the_setup_cell_and_validates():
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell("# T\n{cite}`k`"),
                       nbformat.v4.new_code_cell("x = 1")]
-    path = tmp_path / "page.ipynb"
-    nbformat.write(notebook, path)
-    reader = export_notebook(path, ROOT, "neuralarch @ git+https://example.org/r@v1", "https://x/p")
+    reader = export_notebook(notebook, ROOT, "neuralarch @ git+https://example.org/r@v1", "https://x/p")
     assert "git+https://example.org/r@v1" in reader.cells[1].source
     assert reader.cells[2].source == "# T\n[k]"
     assert reader.metadata.kernelspec.name == "python3"

@@ -24,7 +24,7 @@ def test_the_book_has_module_1_and_its_lessons():
 
 @pytest.mark.parametrize("docname", executable_pages())
 def test_every_executable_page_ran_without_errors(html, docname):
-    executed = nbformat.read(BUILD / "jupyter_execute" / f"{docname}.ipynb", as_version=4)
+    executed = nbformat.read(html / "_notebooks" / f"{docname}.ipynb", as_version=4)
     code_cells = [c for c in executed.cells if c.cell_type == "code"]
     assert code_cells, f"{docname} has no code cells"
     assert any(c.outputs for c in code_cells), f"{docname} has no outputs at all"

@@ -212,9 +212,9 @@ def convert_directive(name: str, arg: str, options: dict[str, str], body: list[s
     return [label, "", inner] if inner else [label]
 
 
-def export_notebook(executed: Path, srcdir: Path, requirement: str, page_url: str) -> dict:
+def export_notebook(notebook: nbformat.NotebookNode, srcdir: Path, requirement: str,
+                    page_url: str) -> nbformat.NotebookNode:
     """Return the reader's notebook built from the executed notebook of one page."""
-    notebook = nbformat.read(executed, as_version=4)
     values = glue_values(notebook)
     reader = copy.deepcopy(notebook)
     for cell in reader.cells:
@@ -234,23 +234,39 @@ def export_notebook(executed: Path, srcdir: Path, requirement: str, page_url: st
     return reader
 
 
+def executed_notebook(app: Sphinx, docname: str) -> nbformat.NotebookNode:
+    """The page with the outputs of its execution, taken from the execution cache.
+
+    myst-nb's own copy in ``_build/jupyter_execute`` lacks the outputs when a page's result came
+    from the cache, so the outputs are merged from jupyter-cache directly.
+    """
+    from jupyter_cache import get_cache
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    source = Path(app.env.doc2path(docname))
+    notebook = read_myst_markdown_notebook(source.read_text(encoding="utf-8"), path=source)
+    cache = get_cache(Path(app.outdir).parent / ".jupyter_cache")
+    try:
+        _, merged = cache.merge_match_into_notebook(notebook)
+    except KeyError:
+        raise RuntimeError(f"{docname}: no executed result in the execution cache; "
+                           "was the page executed in this build?") from None
+    return merged
+
+
 def write_notebooks(app: Sphinx, exception: Exception | None) -> None:
     """After an HTML build: write every page's reader notebook and the zip of all of them."""
     if exception is not None or app.builder.format != "html":
         return
     out = Path(app.outdir) / OUT_DIR
-    executed_dir = Path(app.outdir).parent / "jupyter_execute"
     ref = os.environ.get(SOURCE_REF_ENV, app.config.notebooks_source_ref)
     requirement = (f"neuralarch[notebooks] @ git+https://github.com/{app.config.notebooks_repository}"
                    f"@{ref}#subdirectory=code")
     written = []
     for docname in executable_docs(app):
-        executed = executed_dir / f"{docname}.ipynb"
-        if not executed.is_file():
-            logger.warning(f"no executed notebook for {docname} at {executed}")
-            continue
         page_url = app.config.html_baseurl.rstrip("/") + f"/{docname}.html"
-        reader = export_notebook(executed, Path(app.srcdir), requirement, page_url)
+        reader = export_notebook(executed_notebook(app, docname), Path(app.srcdir), requirement,
+                                 page_url)
         target = out / f"{docname}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(reader, target)

@@ -14,7 +14,12 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from neuralarch.optim.sgd import Params, require_betas, require_nonnegative
+from neuralarch.optim.hyperparameters import (
+    Params,
+    require_betas,
+    require_flag,
+    require_nonnegative,
+)
 
 
 class Adam(Optimizer):
@@ -39,8 +44,7 @@ class Adam(Optimizer):
         require_nonnegative("eps", group["eps"])
         require_nonnegative("weight_decay", group["weight_decay"])
         for flag in ("amsgrad", "decoupled_weight_decay"):
-            if not isinstance(group[flag], bool):
-                raise ValueError(f"{flag} must be True or False, got {group[flag]!r}")
+            require_flag(flag, group[flag])
         super().add_param_group(param_group)
 
     @torch.no_grad()

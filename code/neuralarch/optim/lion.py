@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from neuralarch.optim.sgd import Params, require_betas, require_nonnegative
+from neuralarch.optim.hyperparameters import Params, require_betas, require_nonnegative
 
 
 class Lion(Optimizer):

@@ -11,22 +11,18 @@ Adam (``decoupled_weight_decay=False``) or AdamW (``True``), which the tests che
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-
-def _check_number(name: str, value: object, low: float, high: float | None = None) -> float:
-    """Return ``value`` as a float if it lies in ``[low, high)`` (or ``[low, inf)``), else raise."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value < high
-    if not ok:  # also rejects NaN, for which every comparison is False
-        allowed = f"[{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a float in {allowed}, got {value!r}")
-    return float(value)
+from neuralarch.optim.hyperparameters import (
+    Params,
+    require_betas,
+    require_flag,
+    require_nonnegative,
+)
 
 
 class AdaBelief(Optimizer):
@@ -40,7 +36,7 @@ class AdaBelief(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        params: Params,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-16,
@@ -55,17 +51,12 @@ class AdaBelief(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate a group's hyperparameters (its own or the defaults), then add it."""
         group = {**self.defaults, **param_group}
-        _check_number("lr", group["lr"], 0.0)
-        betas = group["betas"]
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check_number("betas[0]", betas[0], 0.0, 1.0)
-        _check_number("betas[1]", betas[1], 0.0, 1.0)
-        _check_number("eps", group["eps"], 0.0)
-        _check_number("weight_decay", group["weight_decay"], 0.0)
+        require_nonnegative("lr", group["lr"])
+        require_betas(group["betas"], 2)
+        require_nonnegative("eps", group["eps"])
+        require_nonnegative("weight_decay", group["weight_decay"])
         for flag in ("decoupled_weight_decay", "belief"):
-            if not isinstance(group[flag], bool):
-                raise ValueError(f"{flag} must be True or False, got {group[flag]!r}")
+            require_flag(flag, group[flag])
         super().add_param_group(param_group)
 
     @torch.no_grad()

@@ -2,45 +2,23 @@
 
 Introduced in lesson 2.3 (``m02-l03``). :class:`SGD` is a real ``torch.optim.Optimizer``
 subclass: it has param groups, per-parameter ``state``, ``state_dict``/``load_state_dict`` and
-``zero_grad``, and it reproduces ``torch.optim.SGD`` step for step. The validation helpers at
-the top are shared by the other optimizers of the lesson (Adam, Lion, Adan).
+``zero_grad``, and it reproduces ``torch.optim.SGD`` step for step.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
-
-
-def require_nonnegative(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0, else raise a ``ValueError``."""
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def require_fraction(name: str, value: object, include_one: bool = False) -> float:
-    """Return ``value`` if it lies in [0, 1) (or [0, 1] with ``include_one``), else raise."""
-    interval = "[0, 1]" if include_one else "[0, 1)"
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (
-        0 <= value <= 1 if include_one else 0 <= value < 1)
-    if not ok:
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
-def require_betas(value: object, count: int) -> tuple[float, ...]:
-    """Return ``betas`` as a tuple of ``count`` decay rates in [0, 1), else raise."""
-    if not isinstance(value, tuple | list) or len(value) != count:
-        raise ValueError(f"betas must be a tuple of {count} numbers in [0, 1), got {value!r}")
-    return tuple(require_fraction(f"betas[{i}]", beta) for i, beta in enumerate(value))
+from neuralarch.optim.hyperparameters import (
+    Params,
+    require_flag,
+    require_fraction,
+    require_nonnegative,
+)
 
 
 class SGD(Optimizer):
@@ -65,8 +43,7 @@ class SGD(Optimizer):
         require_nonnegative("weight_decay", group["weight_decay"])
         require_fraction("momentum", group["momentum"])
         require_fraction("dampening", group["dampening"], include_one=True)
-        if not isinstance(group["nesterov"], bool):
-            raise ValueError(f"nesterov must be True or False, got {group['nesterov']!r}")
+        require_flag("nesterov", group["nesterov"])
         if group["nesterov"] and (group["momentum"] == 0 or group["dampening"] != 0):
             raise ValueError(
                 "nesterov=True needs momentum > 0 and dampening = 0, got "

@@ -41,7 +41,7 @@ class CourseMap(SphinxDirective):
                     lines.append(f"* Module {number} — " + self.link(index, module["title"]))
                     for i, (slug, title) in enumerate(module["lessons"], 1):
                         doc = f"book/{module['dir']}/{slug}"
-                        lines.append(f"  {i}. {number}.{i} " + self.link(doc, title))
+                        lines.append(f"  - {number}.{i} " + self.link(doc, title))
                 lines.append("")
             extra = course["extra"]
             lines += [f"**{extra['title']}**", ""]

@@ -27,16 +27,6 @@ from neuralarch.layers.init import (
     xavier_uniform_,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # Linear (out, in), Conv1d (out, in, k), Conv2d (out, in, kh, kw), Conv3d, and a square one.
 SHAPES = [(7, 3), (3, 7), (16, 16), (5, 4, 3), (8, 3, 3, 5), (6, 2, 3, 4, 2)]
 DTYPES = [torch.float32, torch.float64]

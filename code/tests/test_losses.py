@@ -69,14 +69,6 @@ def assert_same_value_and_grads(ours, ref, *inputs, **tolerances):
     return value, grads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster and gives the same bits on every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------- reductions and shape checks
 

@@ -20,14 +20,6 @@ from neuralarch.optim.sgd import SGD
 STEPS = 100  # steps of lock-step training against torch.optim
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread avoids thread-pool overhead (large on a busy CPU)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _model(dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(0)

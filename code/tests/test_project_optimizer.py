@@ -13,15 +13,6 @@ from torch.testing import assert_close
 from neuralarch.optim.project_optimizer import AdaBelief
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def quadratic(dim: int, seed: int, dtype: torch.dtype = torch.float64):
     """A random convex quadratic f(x) = 0.5 x^T A x - b^T x: returns (A, b) as NumPy arrays."""
     rng = np.random.default_rng(seed)

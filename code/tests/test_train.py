@@ -24,15 +24,6 @@ from neuralarch.train.checkpoint import (
 from neuralarch.train.loop import History, TrainConfig, accuracy, evaluate, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_data(n: int = 100, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """A tiny 3-class problem: 80 training and 20 validation examples with 6 features."""
     g = torch.Generator().manual_seed(seed)

@@ -25,15 +25,6 @@ from neuralarch.tensors.market_engine import compute_features
 from neuralarch.train.loop import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting over a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_series(T: int = 60, C: int = 3, lookback: int = 5, horizon: int = 2,
                   seed: int = 0) -> WindowedSeries:
     g = torch.Generator().manual_seed(seed)

@@ -70,9 +70,11 @@ def test_export_adds_the_setup_cell_and_validates():
 def _imports(source: str) -> set[str]:
     import ast
 
-    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(source)  # IPython magics → plain Python
     names = set()
-    for node in ast.walk(ast.parse("\n".join(lines))):
+    for node in ast.walk(ast.parse(python)):
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:

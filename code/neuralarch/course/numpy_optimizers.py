@@ -56,7 +56,7 @@ class Optimizer:
             self._update(i, p, g)
 
     def _update(self, i: int, p: Array, g: Array) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _update(i, p, g)")
 
 
 class SGD(Optimizer):

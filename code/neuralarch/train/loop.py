@@ -32,6 +32,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | float]
 OptimizerArg = Optimizer | Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerArg = LRScheduler | Callable[[Optimizer], LRScheduler] | None
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 # Fields that shape the trajectory: a resumed run must use the same values.
 _TRAJECTORY_FIELDS = ("seed", "batch_size", "shuffle", "drop_last", "grad_clip",
@@ -165,6 +166,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_fn
         scheduler: SchedulerArg = None, metrics: Mapping[str, Metric] | None = None,
         checkpoint_path: str | Path | None = None, resume: bool = False,
         callbacks: Sequence[Callable[[StepContext], object]] = (),
+        batch_transform: BatchTransform | None = None,
         progress: bool = True) -> History:
     """Train ``model`` on ``train_data``, validating on ``val_data`` after every epoch.
 
@@ -174,6 +176,9 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_fn
     every ``config.checkpoint_every`` steps and when ``config.max_steps`` stops the run;
     ``resume=True`` continues from it, to the same weights an uninterrupted run would reach.
     A fresh (not resumed) run seeds Python's, NumPy's and torch's global generators.
+    ``batch_transform(x, y) -> (x, y)`` changes each training batch on the device before the
+    step (data augmentation, mixup with soft targets); validation batches are left alone. It
+    should draw from the global generators, which checkpoints save, so resume stays exact.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -231,6 +236,8 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_fn
                 next(batches)
             for batch in batches:
                 x, y = _unpack(batch, device)
+                if batch_transform is not None:
+                    x, y = batch_transform(x, y)
                 loss = _train_step(model, x, y, loss_fn, optimizer, config.grad_clip)
                 state.step += 1
                 state.batch += 1

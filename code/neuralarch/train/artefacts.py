@@ -1,0 +1,136 @@
+"""Trained models that several pages share, cached on disk and keyed by their recipe.
+
+Introduced in Module 4 (``m04-l01``): the book's MNIST CNN is trained once, the first time a
+page asks for it, and every later page loads the same weights. :func:`cached_model` is the one
+mechanism behind all such shared models. The cache file name holds a hash of the model's name,
+its config and the source code of its training function, so changing any of them trains a new
+model instead of silently loading a stale one. Training runs on one CPU thread with seeded
+generators, so every CPU build produces bit-identical weights.
+
+The cache folder is, in order: the ``root`` argument, ``$NEURALARCH_CACHE_DIR``, the
+repository's ``_build/models`` when the package is used from a checkout (so ``make clean``
+empties it together with the execution cache), else ``~/.cache/neuralarch/models``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import torch
+from torch import nn
+
+from neuralarch.config import ArchConfig
+from neuralarch.repro import seed_everything, state_fingerprint
+from neuralarch.train.checkpoint import capture_rng_state, restore_rng_state
+
+CACHE_ENV = "NEURALARCH_CACHE_DIR"
+FORMAT = "neuralarch-artefact/1"
+
+C = TypeVar("C", bound=ArchConfig)
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass
+class TrainedModel(Generic[M]):
+    """A shared model, ready for evaluation, with what is known about how it was made."""
+
+    model: M  # in eval mode, on the CPU
+    config: ArchConfig  # the recipe it was trained with
+    metrics: dict[str, float]  # whatever the training function returned (accuracies, losses)
+    path: Path  # the cache file
+    trained_now: bool  # True if this call trained it, False if it was loaded
+    seconds: float  # training time when it was trained (on the machine that trained it)
+    fingerprint: str = field(default="")  # hash of the weights, equal on every CPU build
+
+
+def cache_dir(root: str | Path | None = None) -> Path:
+    """Return the folder that holds cached models (see the module docstring for the order)."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "_config.yml").is_file() and (checkout / "code" / "neuralarch").is_dir():
+        return checkout / "_build" / "models"
+    return Path.home() / ".cache" / "neuralarch" / "models"
+
+
+def artefact_key(name: str, config: ArchConfig, train: Callable[..., object]) -> str:
+    """Return the 16-hex-digit key of a model: its name, config and training code."""
+    try:
+        source = inspect.getsource(train)
+    except (OSError, TypeError) as error:
+        raise ValueError(f"cannot read the source of the training function {train!r}; "
+                         f"cached models need a training function defined in a file") from error
+    recipe = json.dumps({"name": name, "config": config.model_dump(mode="json"),
+                         "train": source}, sort_keys=True)
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the body on one CPU thread (a fixed reduction order), then restore the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cached_model(name: str, config: C, build: Callable[[C], M],
+                 train: Callable[[M, C], dict[str, float]], *,
+                 root: str | Path | None = None) -> TrainedModel[M]:
+    """Load the model ``name`` trained with ``config``, or train it and cache it.
+
+    ``build(config)`` makes the untrained network; ``train(model, config)`` trains it in place
+    and returns its metrics. Building and training are seeded with ``config.seed`` (the config
+    must have a ``seed`` field) and run on one thread; the caller's random generators are left
+    as they were, so a page gives the same results whether the model was trained or loaded.
+    The file is written atomically, so an interrupted build never leaves half a model behind.
+    """
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"name must be letters, digits, '-' or '_' (it names a file), "
+                         f"got {name!r}")
+    seed = getattr(config, "seed", None)
+    if not isinstance(seed, int):
+        raise ValueError(f"{type(config).__name__} needs an integer `seed` field so that "
+                         f"training is reproducible")
+    key = artefact_key(name, config, train)
+    path = cache_dir(root) / f"{name}-{key}.pt"
+    if path.is_file():
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT or payload.get("key") != key:
+            raise ValueError(f"{path} is not the cached model {name!r} with key {key}; "
+                             f"delete the file and it will be retrained")
+        model = build(config)
+        model.load_state_dict(payload["state"])
+        model.eval()
+        return TrainedModel(model, config, dict(payload["metrics"]), path, False,
+                            float(payload["seconds"]), state_fingerprint(model))
+    started = time.perf_counter()
+    caller_rng = capture_rng_state()  # the page's random stream must not depend on the cache
+    try:
+        with single_thread():
+            seed_everything(seed)
+            model = build(config)
+            metrics = {name_: float(value) for name_, value in train(model, config).items()}
+    finally:
+        restore_rng_state(caller_rng)
+    seconds = time.perf_counter() - started
+    model.to("cpu").eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".partial-{os.getpid()}")
+    torch.save({"format": FORMAT, "key": key, "name": name, "config": config.to_json(),
+                "metrics": metrics, "seconds": seconds, "state": model.state_dict()}, partial)
+    os.replace(partial, path)
+    return TrainedModel(model, config, metrics, path, True, seconds, state_fingerprint(model))

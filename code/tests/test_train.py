@@ -388,3 +388,42 @@ def test_an_optimizer_that_ignores_the_closure_is_refused():
     with pytest.raises(ValueError, match=r"NoClosure.step\(closure\) returned None"):
         fit(make_model(), TRAIN, None, F.cross_entropy, lambda p: NoClosure(p, lr=0.1), CFG,
             progress=False)
+
+
+def noisy_soft_targets(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch transform that draws from the global generator and returns soft targets."""
+    return x + 0.1 * torch.randn_like(x), F.one_hot(y, 3).float() * 0.9 + 0.1 / 3
+
+
+def test_batch_transform_changes_training_batches_only():
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def spy(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append((x, y))
+        return noisy_soft_targets(x, y)
+
+    model = make_model()
+    history = fit(model, TRAIN, VAL, F.cross_entropy, torch.optim.Adam(model.parameters()),
+                  CFG.replace(epochs=1), metrics=METRICS, batch_transform=spy, progress=False)
+    assert len(seen) == 10 and sum(len(y) for _, y in seen) == len(TRAIN)
+    plain = make_model()
+    fit(plain, TRAIN, None, F.cross_entropy, torch.optim.Adam(plain.parameters()),
+        CFG.replace(epochs=1), progress=False)
+    assert state_fingerprint(plain) != state_fingerprint(model)  # the transform mattered
+    # validation sees the untransformed data
+    assert history.epochs[0]["val_accuracy"] == evaluate(model, VAL, F.cross_entropy,
+                                                         METRICS)["accuracy"]
+
+
+def test_a_random_batch_transform_resumes_bit_exactly(tmp_path):
+    def train(config: TrainConfig = CFG, **kwargs: object) -> nn.Module:
+        model = make_model()
+        fit(model, TRAIN, VAL, F.cross_entropy, lambda p: torch.optim.Adam(p, lr=1e-2), config,
+            batch_transform=noisy_soft_targets, progress=False, **kwargs)
+        return model
+
+    straight = train()
+    path = tmp_path / "run.pt"
+    train(CFG.replace(max_steps=13), checkpoint_path=path)
+    resumed = train(checkpoint_path=path, resume=True)
+    assert state_fingerprint(resumed) == state_fingerprint(straight)

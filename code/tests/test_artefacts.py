@@ -1,0 +1,125 @@
+"""Cached shared models: trained once, deterministically, then loaded; stale files are never used."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from pydantic import Field
+from torch import nn
+
+from neuralarch.config import ArchConfig
+from neuralarch.repro import state_fingerprint
+from neuralarch.train import artefacts
+from neuralarch.train.artefacts import artefact_key, cache_dir, cached_model, single_thread
+
+
+class LineConfig(ArchConfig):
+    """Fit y = 3x - 1 with a 1-1 linear layer."""
+
+    steps: int = Field(20, gt=0)
+    lr: float = Field(0.1, gt=0)
+    seed: int = Field(0, ge=0)
+
+
+class NoSeedConfig(ArchConfig):
+    steps: int = 1
+
+
+def build(config: ArchConfig) -> nn.Module:
+    return nn.Linear(1, 1)
+
+
+def train(model: nn.Module, config: LineConfig) -> dict[str, float]:
+    x = torch.randn(64, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    for _ in range(config.steps):
+        optimizer.zero_grad()
+        loss = ((model(x) - (3 * x - 1)) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+    return {"loss": loss.item(), "threads": torch.get_num_threads()}
+
+
+def other_train(model: nn.Module, config: LineConfig) -> dict[str, float]:
+    return train(model, config)
+
+
+def test_first_call_trains_and_saves_later_calls_load_the_same_weights(tmp_path):
+    first = cached_model("line", LineConfig(), build, train, root=tmp_path)
+    assert first.trained_now and first.path.is_file() and first.path.parent == tmp_path
+    assert first.metrics["threads"] == 1  # trained on one thread
+    assert first.metrics["loss"] < 1.0 and first.seconds > 0
+    second = cached_model("line", LineConfig(), build, train, root=tmp_path)
+    assert not second.trained_now and second.path == first.path
+    assert second.metrics == first.metrics and second.seconds == first.seconds
+    assert second.fingerprint == first.fingerprint == state_fingerprint(second.model)
+    assert not second.model.training
+
+
+def test_training_is_deterministic_and_leaves_the_callers_generators_alone(tmp_path):
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    one = cached_model("line", LineConfig(), build, train, root=tmp_path / "a")
+    after = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(999)  # a different caller state must not change the trained weights
+    two = cached_model("line", LineConfig(), build, train, root=tmp_path / "b")
+    assert one.trained_now and two.trained_now
+    assert one.fingerprint == two.fingerprint
+    torch.testing.assert_close(after[0], expected[0])
+    assert after[1:] == expected[1:]
+
+
+def test_the_key_changes_with_name_config_and_training_code(tmp_path):
+    base = artefact_key("line", LineConfig(), train)
+    assert artefact_key("line", LineConfig(), train) == base and len(base) == 16
+    assert artefact_key("line2", LineConfig(), train) != base
+    assert artefact_key("line", LineConfig(steps=21), train) != base
+    assert artefact_key("line", LineConfig(), other_train) != base
+    a = cached_model("line", LineConfig(), build, train, root=tmp_path)
+    b = cached_model("line", LineConfig(seed=1), build, train, root=tmp_path)
+    assert b.trained_now and a.path != b.path and a.fingerprint != b.fingerprint
+
+
+def test_a_foreign_file_under_the_cache_name_is_refused(tmp_path):
+    path = tmp_path / f"line-{artefact_key('line', LineConfig(), train)}.pt"
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(ValueError, match="delete the file and it will be retrained"):
+        cached_model("line", LineConfig(), build, train, root=tmp_path)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="names a file"):
+        cached_model("a/b", LineConfig(), build, train, root=tmp_path)
+    with pytest.raises(ValueError, match="integer `seed` field"):
+        cached_model("line", NoSeedConfig(), build, train, root=tmp_path)
+    with pytest.raises(ValueError, match="cannot read the source"):
+        artefact_key("line", LineConfig(), print)
+
+
+def test_cache_dir_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(artefacts.CACHE_ENV, str(tmp_path / "env"))
+    assert cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert cache_dir() == tmp_path / "env"
+    monkeypatch.delenv(artefacts.CACHE_ENV)
+    checkout = cache_dir()
+    assert checkout.parts[-2:] == ("_build", "models")  # the tests run from a checkout
+    monkeypatch.setattr(artefacts, "__file__", str(tmp_path / "a" / "b" / "c" / "artefacts.py"))
+    assert cache_dir() == artefacts.Path.home() / ".cache" / "neuralarch" / "models"
+
+
+def test_single_thread_restores_the_thread_count():
+    torch.set_num_threads(2)
+    try:
+        with single_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

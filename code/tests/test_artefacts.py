@@ -1,4 +1,4 @@
-"""Cached shared models: trained once, deterministically, then loaded; stale files are never used."""
+"""Cached shared models: trained once, deterministically, then loaded; stale files never used."""
 
 from __future__ import annotations
 
@@ -75,21 +75,49 @@ def test_training_is_deterministic_and_leaves_the_callers_generators_alone(tmp_p
     assert one.fingerprint == two.fingerprint
     torch.testing.assert_close(after[0], expected[0])
     assert after[1:] == expected[1:]
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    loaded = cached_model("line", LineConfig(), build, train, root=tmp_path / "a")
+    assert not loaded.trained_now  # loading leaves the generators alone as well
+    torch.testing.assert_close(torch.rand(3), expected[0])
+    assert (random.random(), np.random.rand()) == expected[1:]
 
 
-def test_the_key_changes_with_name_config_and_training_code(tmp_path):
-    base = artefact_key("line", LineConfig(), train)
-    assert artefact_key("line", LineConfig(), train) == base and len(base) == 16
-    assert artefact_key("line2", LineConfig(), train) != base
-    assert artefact_key("line", LineConfig(steps=21), train) != base
-    assert artefact_key("line", LineConfig(), other_train) != base
+class Scaled(nn.Module):
+    """A model class of the project's own: its source enters the key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * self.inner(x)
+
+
+class ScaledMore(Scaled):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3 * self.inner(x)
+
+
+def test_the_key_changes_with_name_config_training_code_and_model_code(tmp_path):
+    line = nn.Linear(1, 1)
+    base = artefact_key("line", LineConfig(), train, line)
+    assert artefact_key("line", LineConfig(), train, nn.Linear(1, 1)) == base and len(base) == 16
+    assert artefact_key("line2", LineConfig(), train, line) != base
+    assert artefact_key("line", LineConfig(steps=21), train, line) != base
+    assert artefact_key("line", LineConfig(), other_train, line) != base
+    scaled = artefact_key("line", LineConfig(), train, Scaled())
+    assert scaled != base  # torch's own classes add nothing; Scaled's source does
+    assert artefact_key("line", LineConfig(), train, nn.Sequential(Scaled())) == scaled
+    assert artefact_key("line", LineConfig(), train, ScaledMore()) not in (base, scaled)
     a = cached_model("line", LineConfig(), build, train, root=tmp_path)
     b = cached_model("line", LineConfig(seed=1), build, train, root=tmp_path)
     assert b.trained_now and a.path != b.path and a.fingerprint != b.fingerprint
 
 
 def test_a_foreign_file_under_the_cache_name_is_refused(tmp_path):
-    path = tmp_path / f"line-{artefact_key('line', LineConfig(), train)}.pt"
+    path = tmp_path / f"line-{artefact_key('line', LineConfig(), train, nn.Linear(1, 1))}.pt"
     torch.save({"format": "something-else"}, path)
     with pytest.raises(ValueError, match="delete the file and it will be retrained"):
         cached_model("line", LineConfig(), build, train, root=tmp_path)
@@ -100,8 +128,8 @@ def test_bad_arguments_are_refused(tmp_path):
         cached_model("a/b", LineConfig(), build, train, root=tmp_path)
     with pytest.raises(ValueError, match="integer `seed` field"):
         cached_model("line", NoSeedConfig(), build, train, root=tmp_path)
-    with pytest.raises(ValueError, match="cannot read the source"):
-        artefact_key("line", LineConfig(), print)
+    with pytest.raises(ValueError, match="cannot read the source of the training function"):
+        artefact_key("line", LineConfig(), print, nn.Linear(1, 1))
 
 
 def test_cache_dir_order(tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from neuralarch.config import ConfigError
-from neuralarch.data.mnist import load_mnist
+from neuralarch.data.mnist import TRAIN_MEAN, TRAIN_STD, load_mnist
 from neuralarch.train.artefacts import CACHE_ENV
-from neuralarch.vision.model_zoo import MnistCNNConfig, mnist_cnn, mnist_subset
+from neuralarch.vision.model_zoo import MnistCNNConfig, in_pixel_units, mnist_cnn, mnist_subset
 from neuralarch.vision.resnet import ResNet, ResNetConfig
 
 TINY = ResNetConfig(widths=(4, 8), blocks=(1, 1), strides=(2, 2), num_classes=3)
@@ -55,3 +55,11 @@ def test_mnist_cnn_trains_once_then_loads(tmp_path, monkeypatch):
     assert not second.trained_now and second.fingerprint == first.fingerprint
     images = mnist_subset("test", (0, 1, 2)).normalized()[:64]
     torch.testing.assert_close(first.model(images), second.model(images))
+
+
+def test_in_pixel_units_standardises_then_runs_the_model():
+    net = ResNet(TINY).eval()
+    wrapped = in_pixel_units(net)
+    pixels = load_mnist("val", limit=8).images
+    torch.testing.assert_close(wrapped(pixels), net((pixels - TRAIN_MEAN) / TRAIN_STD))
+    assert wrapped.cnn is net and not wrapped.training

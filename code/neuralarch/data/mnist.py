@@ -23,6 +23,11 @@ SPLIT_SEED = 0
 # Mean and std of the train split's pixels in [0, 1] (checked by a test).
 TRAIN_MEAN, TRAIN_STD = 0.1326, 0.3106
 
+
+def standardize(images: torch.Tensor) -> torch.Tensor:
+    """Map pixels in [0, 1] to the train split's zero mean and unit variance."""
+    return (images - TRAIN_MEAN) / TRAIN_STD
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -67,7 +72,7 @@ class MNISTSplit:
 
     def normalized(self) -> torch.Tensor:
         """Return the images standardised with the train split's mean and std."""
-        return (self.images - TRAIN_MEAN) / TRAIN_STD
+        return standardize(self.images)
 
     def dataset(self, normalize: bool = True) -> torch.utils.data.TensorDataset:
         """Return a ``TensorDataset`` of (image, label) pairs for a ``DataLoader``."""

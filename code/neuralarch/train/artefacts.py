@@ -3,9 +3,9 @@
 Introduced in Module 4 (``m04-l01``): the book's MNIST CNN is trained once, the first time a
 page asks for it, and every later page loads the same weights. :func:`cached_model` is the one
 mechanism behind all such shared models. The cache file name holds a hash of the model's name,
-its config and the source code of its training function, so changing any of them trains a new
-model instead of silently loading a stale one. Training runs on one CPU thread with seeded
-generators, so every CPU build produces bit-identical weights.
+its config, the source code of its training function and of the model's own classes, so
+changing any of them trains a new model instead of silently loading a stale one. Training runs
+on one CPU thread with seeded generators, so every CPU build produces bit-identical weights.
 
 The cache folder is, in order: the ``root`` argument, ``$NEURALARCH_CACHE_DIR``, the
 repository's ``_build/models`` when the package is used from a checkout (so ``make clean``
@@ -64,15 +64,28 @@ def cache_dir(root: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "neuralarch" / "models"
 
 
-def artefact_key(name: str, config: ArchConfig, train: Callable[..., object]) -> str:
-    """Return the 16-hex-digit key of a model: its name, config and training code."""
+def _source(obj: object, what: str) -> str:
     try:
-        source = inspect.getsource(train)
+        return inspect.getsource(obj)  # type: ignore[arg-type]
     except (OSError, TypeError) as error:
-        raise ValueError(f"cannot read the source of the training function {train!r}; "
-                         f"cached models need a training function defined in a file") from error
+        raise ValueError(f"cannot read the source of the {what} {obj!r}; cached models need "
+                         f"code defined in a file") from error
+
+
+def artefact_key(name: str, config: ArchConfig, train: Callable[..., object],
+                 model: nn.Module) -> str:
+    """Return the 16-hex-digit key of a model: name, config, training code and model code.
+
+    The model code is the source of every class in ``model`` that is not part of torch, so
+    editing the architecture (a block's forward, say) trains a new model.
+    """
+    classes = {type(module) for module in model.modules()
+               if not type(module).__module__.startswith("torch.")}
+    code = [_source(cls, "model class")
+            for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}")]
     recipe = json.dumps({"name": name, "config": config.model_dump(mode="json"),
-                         "train": source}, sort_keys=True)
+                         "train": _source(train, "training function"), "model": code},
+                        sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -105,21 +118,21 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
     if not isinstance(seed, int):
         raise ValueError(f"{type(config).__name__} needs an integer `seed` field so that "
                          f"training is reproducible")
-    key = artefact_key(name, config, train)
-    path = cache_dir(root) / f"{name}-{key}.pt"
-    if path.is_file():
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT or payload.get("key") != key:
-            raise ValueError(f"{path} is not the cached model {name!r} with key {key}; "
-                             f"delete the file and it will be retrained")
-        model = build(config)
-        model.load_state_dict(payload["state"])
-        model.eval()
-        return TrainedModel(model, config, dict(payload["metrics"]), path, False,
-                            float(payload["seconds"]), state_fingerprint(model))
     started = time.perf_counter()
     caller_rng = capture_rng_state()  # the page's random stream must not depend on the cache
     try:
+        model = build(config)  # only its code enters the key; its weights are replaced
+        key = artefact_key(name, config, train, model)
+        path = cache_dir(root) / f"{name}-{key}.pt"
+        if path.is_file():
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload.get("format") != FORMAT or payload.get("key") != key:
+                raise ValueError(f"{path} is not the cached model {name!r} with key {key}; "
+                                 f"delete the file and it will be retrained")
+            model.load_state_dict(payload["state"])
+            model.eval()
+            return TrainedModel(model, config, dict(payload["metrics"]), path, False,
+                                float(payload["seconds"]), state_fingerprint(model))
         with single_thread():
             seed_everything(seed)
             model = build(config)

@@ -41,6 +41,11 @@ def affine_matrices(degrees: torch.Tensor, shift: torch.Tensor, scale: torch.Ten
     maps *output* to *input* coordinates in [-1, 1] units, so the matrix is the inverse of the
     forward transform, with the aspect ratio handled by converting to pixel units and back.
     """
+    n = degrees.shape[0] if degrees.ndim == 1 else -1
+    if n < 0 or shift.shape != (n, 2) or scale.shape != (n,):
+        raise ValueError(f"need degrees (N,), shift (N, 2) and scale (N,) for one batch of N "
+                         f"images, got shapes {tuple(degrees.shape)}, {tuple(shift.shape)} and "
+                         f"{tuple(scale.shape)}")
     angle = torch.deg2rad(degrees)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # inverse map, pixel units
     tx, ty = shift[:, 0], shift[:, 1]
@@ -55,6 +60,9 @@ def affine_matrices(degrees: torch.Tensor, shift: torch.Tensor, scale: torch.Ten
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Resample ``x`` with the affine maps ``theta`` (N, 2, 3); outside pixels become 0."""
     _check_images(x)
+    if theta.shape != (x.shape[0], 2, 3):
+        raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3), one affine map per image, "
+                         f"got {tuple(theta.shape)}")
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (N, H, W, 2)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
@@ -118,7 +126,7 @@ def soft_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
         if y.numel() and (y.min() < 0 or y.max() >= num_classes):
             raise ValueError(f"labels must lie in [0, {num_classes}), got range "
                              f"[{int(y.min())}, {int(y.max())}]")
-        return F.one_hot(y, num_classes).float()
+        return F.one_hot(y.long(), num_classes).float()  # one_hot takes int64 only
     if y.ndim == 2 and y.shape[1] == num_classes and y.is_floating_point():
         return y
     raise ValueError(f"targets must be int labels (N,) or probabilities (N, {num_classes}), "

@@ -8,17 +8,20 @@ with ``classes`` set to a subset of the digits trains a source model for transfe
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from neuralarch.config import ArchConfig
-from neuralarch.data.mnist import MNISTSplit, load_mnist
+from neuralarch.data.mnist import MNISTSplit, load_mnist, standardize
 from neuralarch.train.artefacts import TrainedModel, cached_model
 from neuralarch.train.loop import TrainConfig, accuracy, evaluate, fit
 from neuralarch.vision.augment import random_affine
 from neuralarch.vision.resnet import ResNet, ResNetConfig
+from neuralarch.vision.vit import ViT, ViTConfig
 
 
 class MnistRecipe(ArchConfig):
@@ -60,6 +63,22 @@ class MnistCNNConfig(MnistRecipe):
         return self
 
 
+class Standardize(nn.Module):
+    """Map raw MNIST pixels in [0, 1] to the standardised inputs the book's models train on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return standardize(x)
+
+
+def in_pixel_units(model: nn.Module) -> nn.Sequential:
+    """Return ``model`` (in eval mode) behind :class:`Standardize`, taking pixels in [0, 1].
+
+    Attribution methods explain the input they are given; in pixel units 0 means a black pixel,
+    which makes baselines and pixel deletion mean what they say.
+    """
+    return nn.Sequential(OrderedDict(standardize=Standardize(), cnn=model)).eval()
+
+
 def mnist_subset(split: str, classes: tuple[int, ...]) -> MNISTSplit:
     """Return one split restricted to ``classes``, with labels renumbered 0..len(classes)-1."""
     data = load_mnist(split)
@@ -75,14 +94,16 @@ def train_on_mnist(model: nn.Module, config: MnistRecipe) -> dict[str, float]:
     Any image classifier works (the ResNet here, the ViT of lesson 4.4): the same data,
     augmentation, AdamW and one-cycle schedule make their results comparable.
     """
-    train, val, test = (mnist_subset(s, config.classes).dataset() for s in ("train", "val",
-                                                                            "test"))
+    train = mnist_subset("train", config.classes).dataset(normalize=False)  # raw pixels
+    val, test = (mnist_subset(s, config.classes).dataset() for s in ("val", "test"))
     model.to(memory_format=torch.channels_last)  # ~1.6x faster convolutions on CPU
 
     def augment(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # warp raw pixels, so that what moves in from outside is black background, then
+        # standardise like the validation and test images
         x = random_affine(x, config.max_degrees, config.max_shift,
                           (1 - config.max_scale, 1 + config.max_scale))
-        return x.contiguous(memory_format=torch.channels_last), y
+        return standardize(x).contiguous(memory_format=torch.channels_last), y
 
     steps = config.epochs * -(-len(train) // config.batch_size)
     fit(model, train, val, F.cross_entropy,
@@ -106,3 +127,28 @@ def mnist_cnn(config: MnistCNNConfig | None = None) -> TrainedModel[ResNet]:
     """
     return cached_model("mnist-cnn", config or MnistCNNConfig(),
                         lambda c: ResNet(c.arch), train_on_mnist)
+
+
+class MnistViTConfig(MnistRecipe):
+    """The book's MNIST Vision Transformer (lesson 4.4): a small ViT plus the CNN's recipe."""
+
+    arch: ViTConfig = Field(ViTConfig(), description="the network; num_classes = len(classes)")
+
+    @model_validator(mode="after")
+    def _fits_mnist(self) -> MnistViTConfig:
+        arch = self.arch
+        if (arch.num_classes, arch.in_channels, arch.image_size) != (len(self.classes), 1, 28):
+            raise ValueError(f"arch must have num_classes={len(self.classes)} (one per class in "
+                             f"{self.classes}), in_channels=1 and image_size=28, got "
+                             f"{arch.num_classes}, {arch.in_channels} and {arch.image_size}")
+        return self
+
+
+def mnist_vit(config: MnistViTConfig | None = None) -> TrainedModel[ViT]:
+    """Return the book's trained MNIST ViT, trained with the same recipe as :func:`mnist_cnn`.
+
+    Same 8,000 training images, augmentation, AdamW, one-cycle schedule and epochs, so its
+    ``metrics`` (val/test loss and accuracy) compare directly with the CNN's.
+    """
+    return cached_model("mnist-vit", config or MnistViTConfig(), lambda c: ViT(c.arch),
+                        train_on_mnist)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib as mpl
+import numpy as np
 import torch
 
 from neuralarch.plot import BOOK_STYLE, PALETTE, book_style, use_book_style
@@ -36,3 +37,22 @@ def test_book_style_is_scoped():
     use_book_style()
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     assert colors == PALETTE
+
+
+def test_numpy_scalars_print_as_plain_numbers_in_ipython(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from neuralarch import setup_page as module
+
+    shell = InteractiveShell.instance()
+    try:
+        monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+        module.show_numpy_scalars_plainly()
+        fmt = shell.display_formatter.format
+        assert fmt(np.float64(0.25))[0]["text/plain"] == "0.25"
+        assert fmt(np.int32(7))[0]["text/plain"] == "7"
+        assert fmt(np.bool_(True))[0]["text/plain"] == "True"
+        monkeypatch.setattr("IPython.get_ipython", lambda: None)
+        module.show_numpy_scalars_plainly()  # outside IPython: nothing to do, no error
+    finally:
+        InteractiveShell.clear_instance()

@@ -281,6 +281,8 @@ def test_transfer_style_errors():
         transfer_style(torch.rand(2, 3, 8, 8), style, extractor, _config())
     with pytest.raises(ValueError, match="must be one image with the style image's 3 channels"):
         transfer_style(torch.rand(1, 1, 8, 8), style, extractor, _config())
+    with pytest.raises(ValueError, match=r"size=\(4, 4\) is only for texture synthesis"):
+        transfer_style(torch.rand(1, 3, 8, 8), style, extractor, _config(), size=(4, 4))
     with pytest.raises(ValueError, match="content must be a float tensor"):
         transfer_style(torch.rand(3, 8, 8), style, extractor, _config())
     with pytest.raises(ValueError, match="style must be a float tensor"):

@@ -88,7 +88,7 @@ def _check_kind(kind: str) -> None:
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target = None,
              kind: str = "abs") -> torch.Tensor:
-    """Return a gradient map: ``"abs"`` |dy/dx|, ``"gradient"`` dy/dx or ``"grad_x_input"``."""
+    """Return a gradient map: ``"abs"`` ``|dy/dx|``, ``"gradient"`` or ``"grad_x_input"``."""
     _check_kind(kind)
     grad, _ = input_gradient(model, x, target)
     if kind == "abs":

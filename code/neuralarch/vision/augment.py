@@ -175,7 +175,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float = 1.
 
 
 def compose(*steps: Callable[[torch.Tensor, torch.Tensor], Batch]) -> Callable[..., Batch]:
-    """Chain ``(x, y) -> (x, y)`` steps into one ``batch_transform`` for :func:`fit`."""
+    """Chain ``(x, y) -> (x, y)`` steps into one ``batch_transform`` for ``fit``."""
 
     def transform(x: torch.Tensor, y: torch.Tensor) -> Batch:
         for step in steps:

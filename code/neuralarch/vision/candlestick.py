@@ -112,8 +112,9 @@ def plant_patterns(windows: torch.Tensor, kinds: torch.Tensor, rules: PatternRul
     Shapes are drawn in units of the window's median candle range, from intervals that straddle
     the rules' thresholds, so some plants fail; kind 0 ("none") leaves a window unchanged.
     Shooting stars and bearish engulfings are hammers and bullish engulfings planted in the
-    mirrored window (:func:`mirror_windows`). With ``context_probability`` the candles before
-    the pattern are tilted into the trend the pattern needs.
+    mirrored window (:func:`~neuralarch.vision.candlestick_patterns.mirror_windows`). With
+    ``context_probability`` the candles before the pattern are tilted into the trend the
+    pattern needs.
     """
     check_windows(windows, rules)
     n, w = windows.shape[:2]

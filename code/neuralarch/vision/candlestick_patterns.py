@@ -5,7 +5,7 @@ axis holds open, high, low and close, in that order. Every rule is a small pure 
 at the last one or two candles of each window; the hammer, the shooting star and the engulfing
 patterns also need the *context*, the trend of the ``trend_days`` candles before the pattern. All
 thresholds live in :class:`PatternRules`, and :func:`label_windows` applies the rules in the fixed
-order :data:`PRIORITY`, so every window gets exactly one label. All rules are written with
+order ``PRIORITY``, so every window gets exactly one label. All rules are written with
 products instead of ratios, so a candle with zero range needs no special case.
 """
 
@@ -169,7 +169,7 @@ def pattern_matches(windows: torch.Tensor, rules: PatternRules | None = None) ->
 
 
 def label_windows(windows: torch.Tensor, rules: PatternRules | None = None) -> torch.Tensor:
-    """Return (N,) class indices into :data:`PATTERNS`: the first rule in PRIORITY that fires."""
+    """Return (N,) class indices into ``PATTERNS``: the first rule in PRIORITY that fires."""
     matches = pattern_matches(windows, rules)  # (N, K)
     labels = torch.zeros(len(windows), dtype=torch.long)
     for name in reversed(PRIORITY):  # later writes win, so the highest priority writes last
@@ -179,7 +179,7 @@ def label_windows(windows: torch.Tensor, rules: PatternRules | None = None) -> t
 
 
 def hand_features(windows: torch.Tensor, rules: PatternRules | None = None) -> torch.Tensor:
-    """Return (N, 12) features a trader reads off the numbers (see :data:`FEATURE_NAMES`).
+    """Return (N, 12) features a trader reads off the numbers (see ``FEATURE_NAMES``).
 
     For the last two candles: body, upper and lower shadow as fractions of the candle's range,
     and the direction (+1 rising, -1 otherwise); the last open minus the previous close and the

@@ -79,7 +79,7 @@ class LeNetConfig(ArchConfig):
 
     @property
     def flat_features(self) -> int:
-        """Number of inputs of the first dense layer: channels x height x width."""
+        """Number of inputs of the first dense layer (channels x height x width)."""
         return self.channels[-1] * self.feature_size ** 2
 
     @classmethod

@@ -342,7 +342,7 @@ def gradient_receptive_field(model: nn.Module, input_size: int | Pair, layer: st
 
 def effective_receptive_field(model: nn.Module, images: torch.Tensor, layer: str | None = None,
                               unit: Pair | None = None) -> torch.Tensor:
-    """Mean |d y_unit / d x| over ``images``, summed over channels, normalised to sum 1: (H, W).
+    """Mean ``|d y_unit / d x|`` over ``images``, summed over channels, normalised to sum 1: (H, W).
 
     The model runs in eval mode (restored afterwards), so each image's unit depends on that
     image alone and one backward pass gives every image's gradient.

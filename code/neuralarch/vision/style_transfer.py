@@ -157,7 +157,7 @@ class StyleTransferConfig(ArchConfig):
 
     @property
     def layers(self) -> tuple[str, ...]:
-        """Every layer the loss needs: content layers, then style layers, without repeats."""
+        """Every layer the loss needs (content layers, then style layers, without repeats)."""
         return tuple(dict.fromkeys((*self.content_layers, *self.style_layers)))
 
     @property
@@ -246,6 +246,9 @@ def transfer_style(content: torch.Tensor | None, style: torch.Tensor,
         height, width = size or tuple(style.shape[2:])
     else:
         _check_images(content, "content")
+        if size is not None:
+            raise ValueError(f"size={size} is only for texture synthesis (content=None); the "
+                             f"result has the content image's size, so resize the content")
         if content.shape[0] != 1 or content.shape[1] != style.shape[1]:
             raise ValueError(f"content {tuple(content.shape)} must be one image with the "
                              f"style image's {style.shape[1]} channels")

@@ -125,8 +125,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     """Return the predicted classes (N,) for pixel images (N, C, H, W) in [0, 1], in eval mode."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(standardize(chunk)).argmax(dim=1)
-                     for chunk in images.split(batch_size)])
+    with torch.no_grad():
+        out = torch.cat([model(standardize(chunk)).argmax(dim=1)
+                         for chunk in images.split(batch_size)])
     model.train(was_training)
     return out
 

@@ -13,18 +13,17 @@ import json
 import os
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 _CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
-def _check_seed(seed: object, name: str = "seed") -> int:
+def check_seed(seed: object, name: str = "seed") -> int:
+    """Return ``seed`` if it is an int in ``[0, 2**32)``; otherwise raise a ``ValueError``."""
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ValueError(f"{name} must be an int in [0, 2**32), got {seed!r}")
     return seed
@@ -38,7 +37,7 @@ def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
 
 def seed_everything(seed: int) -> int:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and GPUs); return the seed."""
-    _check_seed(seed)
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -51,14 +50,14 @@ def derive_seed(seed: int, stream: str) -> int:
     One master seed, many named streams: the children are unrelated 32-bit numbers, so two
     generators never replay the same random bits, and adding a stream never shifts another.
     """
-    _check_seed(seed)
+    check_seed(seed)
     digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """Return a private ``torch.Generator`` so one random stream cannot disturb another."""
-    _check_seed(seed)
+    check_seed(seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
@@ -70,7 +69,8 @@ def seed_worker(worker_id: int) -> None:
     PyTorch gives worker ``i`` the torch seed ``base_seed + i`` (``base_seed`` comes from the
     loader's generator), but a NumPy ``Generator`` owned by the dataset is copied unchanged into
     every worker. This reseeds NumPy's and Python's global RNGs and calls ``dataset.reseed(seed)``
-    when the dataset has such a method (see :class:`NoisyDataset`).
+    when the dataset has such a method (see
+    :class:`~neuralarch.data.noisy_dataset.NoisyDataset`).
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
@@ -135,7 +135,7 @@ def state_fingerprint(state: nn.Module | Mapping[str, torch.Tensor]) -> str:
 
 def run_fingerprint(config: Mapping[str, object], seed: int) -> str:
     """Return a short id for a run: its config, seed and the library versions that shape results."""
-    _check_seed(seed)
+    check_seed(seed)
     payload = {
         "config": config,
         "seed": seed,
@@ -144,33 +144,6 @@ def run_fingerprint(config: Mapping[str, object], seed: int) -> str:
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class NoisyDataset(Dataset):
-    """Wrap an ``(x, y)`` dataset and add Gaussian noise from the dataset's own NumPy generator.
-
-    A stand-in for any augmentation that owns a random generator. ``reseed`` restarts the noise
-    stream; :func:`seed_worker` calls it so that every DataLoader worker draws different noise.
-    """
-
-    def __init__(self, base: torch.utils.data.Dataset, std: float, seed: int = 0) -> None:
-        if not isinstance(std, int | float) or not std >= 0:  # also rejects NaN
-            raise ValueError(f"std must be a number >= 0, got {std!r}")
-        self.base = base
-        self.std = float(std)
-        self.reseed(seed)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.base[index]
-        noise = self.rng.standard_normal(tuple(x.shape), dtype=np.float32)  # same shape as x
-        return x + self.std * torch.from_numpy(noise), y
-
-    def reseed(self, seed: int) -> None:
-        """Restart the noise stream from ``seed``."""
-        self.rng = np.random.default_rng(_check_seed(seed))
 
 
 def make_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0,
@@ -196,66 +169,3 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int =
         worker_init_fn=seed_worker,
         generator=make_generator(seed),
     )
-
-
-def build_mlp(in_features: int = 784, hidden: int = 64, n_classes: int = 10,
-              dropout: float = 0.1) -> nn.Sequential:
-    """Return a one-hidden-layer MLP (flatten, Linear, ReLU, Dropout, Linear) for small images."""
-    _check_positive_int(in_features, "in_features")
-    _check_positive_int(hidden, "hidden")
-    _check_positive_int(n_classes, "n_classes", minimum=2)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    return nn.Sequential(
-        nn.Flatten(),  # (B, 1, 28, 28) -> (B, 784)
-        nn.Linear(in_features, hidden),  # (B, hidden)
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, n_classes),  # (B, n_classes) logits
-    )
-
-
-@dataclass
-class TrainRun:
-    """What :func:`train_tiny_mlp` returns: the trained model and its per-step training losses."""
-
-    model: nn.Module
-    losses: list[float]
-
-    @property
-    def fingerprint(self) -> str:
-        """The :func:`state_fingerprint` of the trained weights."""
-        return state_fingerprint(self.model)
-
-
-def train_tiny_mlp(dataset: Dataset, seed: int, *, in_features: int = 784, hidden: int = 64,
-                   n_classes: int = 10, dropout: float = 0.1, epochs: int = 1,
-                   batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9,
-                   num_workers: int = 0, device: str | torch.device = "cpu") -> TrainRun:
-    """Train an MLP with SGD where init, dropout, data order and workers all derive from ``seed``.
-
-    The global torch RNG is forked, so the caller's random state is the same afterwards.
-    """
-    _check_seed(seed)
-    _check_positive_int(epochs, "epochs")
-    if not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    device = torch.device(device)
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(derive_seed(seed, "model"))  # weight init and dropout masks
-        model = build_mlp(in_features, hidden, n_classes, dropout).to(device)
-        loader = make_loader(dataset, batch_size, derive_seed(seed, "data"), num_workers)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-        losses: list[float] = []
-        model.train()
-        for _ in range(epochs):
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)  # (B, 1, 28, 28), (B,)
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-    model.eval()
-    return TrainRun(model=model, losses=losses)

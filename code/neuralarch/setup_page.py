@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,9 +9,8 @@ import torch
 
 from neuralarch.device import get_device
 from neuralarch.plot import use_book_style
+from neuralarch.progress import hide_progress_bars
 from neuralarch.repro import seed_everything
-
-QUIET_ENV = "NEURALARCH_QUIET"
 
 
 @dataclass(frozen=True)
@@ -26,16 +24,11 @@ class PageContext:
 def setup_page(seed: int = 0, quiet: bool = True) -> PageContext:
     """Seed everything, apply the figure style, pick the device, and silence progress bars."""
     if quiet:
-        os.environ[QUIET_ENV] = "1"
+        hide_progress_bars()
     show_numpy_scalars_plainly()
     seed_everything(seed)
     use_book_style()
     return PageContext(seed=seed, device=get_device())
-
-
-def progress_disabled() -> bool:
-    """True when progress bars should be hidden (inside built book pages)."""
-    return os.environ.get(QUIET_ENV, "") == "1"
 
 
 def show_numpy_scalars_plainly() -> None:

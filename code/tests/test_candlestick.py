@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from neuralarch.config import ConfigError
-from neuralarch.vision.candlestick import (
+from neuralarch.projects.market.candlestick import (
     CandlestickDataConfig,
     build_dataset,
     market_windows,
     plant_patterns,
 )
-from neuralarch.vision.candlestick_net import ChartCNN, ChartCNNConfig
-from neuralarch.vision.candlestick_patterns import (
+from neuralarch.projects.market.candlestick_net import ChartCNN, ChartCNNConfig
+from neuralarch.projects.market.candlestick_patterns import (
     FEATURE_NAMES,
     PATTERNS,
     PRIORITY,
@@ -29,7 +29,7 @@ from neuralarch.vision.candlestick_patterns import (
     pattern_matches,
     prior_trend,
 )
-from neuralarch.vision.candlestick_render import ChartStyle, price_rows, render_windows
+from neuralarch.projects.market.candlestick_render import ChartStyle, price_rows, render_windows
 
 RULE = PatternRules()
 SMALL = CandlestickDataConfig(per_class=30, candidates=512)

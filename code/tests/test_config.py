@@ -1,26 +1,16 @@
-"""Tests for neuralarch.config: validation errors, JSON round-trips, configs that build models."""
+"""Tests for neuralarch.config: validation errors, JSON round-trips, presets, diffs and schemas."""
 
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import pickle
 
 import pytest
-import torch
-from torch import nn
 
-from neuralarch.config import (
-    ArchConfig,
-    ConfigError,
-    MLPConfig,
-    TorchDecoder,
-    TransformerConfig,
-    build_mlp,
-    count_parameters,
-    diff,
-)
+from neuralarch.config import ArchConfig, ConfigError, diff
+from neuralarch.layers.mlp import MLPConfig
+from neuralarch.layers.torch_decoder import TransformerConfig
 
 # ---------------------------------------------------------------- construction and validation
 
@@ -232,128 +222,3 @@ def test_mlp_json_schema_lists_activation_choices():
     props = MLPConfig.json_schema()["properties"]
     assert props["activation"]["enum"] == ["relu", "gelu", "tanh", "silu"]
     assert props["hidden_sizes"]["type"] == "array"
-
-
-# ---------------------------------------------------------------- parameter counting
-
-
-@pytest.mark.parametrize(
-    "config",
-    [TransformerConfig.preset("tiny"), TransformerConfig.preset("small"),
-     TransformerConfig(d_model=48, n_heads=3, n_layers=3, d_ff=100, bias=True),
-     TransformerConfig(vocab_size=10, context_length=7, d_model=20, n_heads=5, n_layers=1)],
-)
-def test_count_parameters_matches_torch_model(config):
-    model = TorchDecoder(config)
-    counts = count_parameters(config)
-    assert counts["total"] == sum(p.numel() for p in model.parameters())
-    assert counts["total"] == sum(counts[k] for k in ("embedding", "attention", "mlp", "norm"))
-    assert counts["non_embedding"] == counts["total"] - counts["embedding"]
-    block = sum(p.numel() for p in model.blocks.parameters())
-    final_norm = sum(p.numel() for p in model.norm.parameters())
-    assert block == counts["attention"] + counts["mlp"] + counts["norm"] - final_norm
-
-
-def test_gpt2_preset_has_gpt2_small_parameter_count():
-    config = TransformerConfig.preset("gpt2")
-    with torch.device("meta"):  # shapes only, no memory
-        model = TorchDecoder(config)
-    assert sum(p.numel() for p in model.parameters()) == 124_439_808  # GPT-2 small
-    assert count_parameters(config)["total"] == 124_439_808
-
-
-@pytest.mark.parametrize(("n_layers", "d_model"), [(12, 768), (24, 1024), (48, 1600)])
-def test_non_embedding_count_is_close_to_twelve_l_d_squared(n_layers, d_model):
-    config = TransformerConfig(d_model=d_model, n_heads=d_model // 64, n_layers=n_layers,
-                               bias=True)
-    ratio = count_parameters(config)["non_embedding"] / (12 * n_layers * d_model**2)
-    assert 1.0 < ratio < 1.003  # biases and norms add a few per mille
-
-
-def test_tied_head_shares_the_embedding_matrix():
-    model = TorchDecoder(TransformerConfig.preset("tiny"))
-    assert model.head.weight is model.tok_emb.weight
-    # state_dict lists the tied tensor twice; parameters() deduplicates it
-    assert sum(t.numel() for t in model.state_dict().values()) > sum(
-        p.numel() for p in model.parameters()
-    )
-
-
-# ---------------------------------------------------------------- the decoder runs
-
-
-@pytest.mark.parametrize(("batch", "length"), [(1, 1), (3, 7), (2, 32)])
-def test_decoder_output_shape(batch, length):
-    config = TransformerConfig.preset("tiny")
-    model = TorchDecoder(config).eval()
-    idx = torch.randint(0, config.vocab_size, (batch, length))
-    assert model(idx).shape == (batch, length, config.vocab_size)
-
-
-def test_decoder_is_causal():
-    torch.manual_seed(0)
-    config = TransformerConfig.preset("tiny")
-    model = TorchDecoder(config).eval()
-    idx = torch.randint(0, config.vocab_size, (2, 10))
-    changed = idx.clone()
-    changed[:, 6:] = (changed[:, 6:] + 1) % config.vocab_size  # change only the future
-    with torch.no_grad():
-        a, b = model(idx), model(changed)
-    torch.testing.assert_close(a[:, :6], b[:, :6])
-    assert not torch.allclose(a[:, 6:], b[:, 6:])
-
-
-def test_decoder_bad_inputs():
-    config = TransformerConfig.preset("tiny")
-    model = TorchDecoder(config)
-    with pytest.raises(ValueError, match=r"idx must have shape \(B, T\), got \(5,\)"):
-        model(torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError, match="sequence length 33 exceeds context_length=32"):
-        model(torch.zeros(1, 33, dtype=torch.long))
-
-
-# ---------------------------------------------------------------- MLP configs build MLPs
-
-
-def test_mlp_layer_sizes_and_validation():
-    assert MLPConfig().layer_sizes == (784, 128, 10)
-    assert MLPConfig(hidden_sizes=[64, 32]).hidden_sizes == (64, 32)  # JSON lists become tuples
-    with pytest.raises(ConfigError, match=r"bad \(index, width\): \[\(1, 0\), \(2, -2\)\]"):
-        MLPConfig(hidden_sizes=(64, 0, -2))
-    with pytest.raises(ConfigError, match=r"activation = 'swish': Input should be 'relu'"):
-        MLPConfig(activation="swish")
-
-
-ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
-
-
-@pytest.mark.parametrize(
-    "config",
-    [MLPConfig(), MLPConfig(in_features=5, hidden_sizes=(), out_features=3),
-     MLPConfig(in_features=7, hidden_sizes=(16, 9), out_features=2, activation="gelu",
-               bias=False),
-     MLPConfig(in_features=6, hidden_sizes=(11,), out_features=4, activation="tanh"),
-     MLPConfig(in_features=3, hidden_sizes=(8, 8, 8), out_features=1, activation="silu")],
-)
-def test_build_mlp_matches_hand_built_torch_reference(config):
-    torch.manual_seed(1)
-    model = build_mlp(config)
-    sizes = config.layer_sizes
-    reference_layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        reference_layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=config.bias))
-        if i < len(sizes) - 2:
-            reference_layers.append(ACT[config.activation]())
-    reference = nn.Sequential(*reference_layers)
-    reference.load_state_dict(model.state_dict())  # same keys and shapes, or this raises
-    x = torch.randn(4, config.in_features, dtype=torch.float64)
-    torch.testing.assert_close(model.double()(x), reference.double()(x))
-    expected = sum((n_in + int(config.bias)) * n_out for n_in, n_out in itertools.pairwise(sizes))
-    assert sum(p.numel() for p in model.parameters()) == expected
-
-
-def test_build_mlp_adds_dropout_only_between_hidden_layers():
-    model = build_mlp(MLPConfig(hidden_sizes=(32, 16), dropout=0.2))
-    dropouts = [m for m in model if isinstance(m, nn.Dropout)]
-    assert [d.p for d in dropouts] == [0.2, 0.2]
-    assert isinstance(model[-1], nn.Linear)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from neuralarch.config import ConfigError
-from neuralarch.layers.hybrid import (
+from neuralarch.projects.market.hybrid import (
     AttentionMixer,
     CausalConv1d,
     CausalSelfAttention,

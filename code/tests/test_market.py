@@ -9,7 +9,7 @@ import torch
 from torch.testing import assert_close
 
 from neuralarch.data.market import FIELDS, MarketData, generate_market
-from neuralarch.tensors.market_engine import (
+from neuralarch.projects.market.engine import (
     FEATURE_NAMES,
     benchmark_features,
     compute_features,

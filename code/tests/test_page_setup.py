@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from neuralarch.plot import BOOK_STYLE, PALETTE, book_style, use_book_style
-from neuralarch.setup_page import QUIET_ENV, progress_disabled, setup_page
+from neuralarch.progress import QUIET_ENV, progress_disabled
+from neuralarch.setup_page import setup_page
 
 
 def test_setup_page_seeds_styles_and_silences(monkeypatch):

@@ -13,10 +13,8 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from neuralarch import repro
+from neuralarch.data.noisy_dataset import NoisyDataset
 from neuralarch.repro import (
-    NoisyDataset,
-    TrainRun,
-    build_mlp,
     derive_seed,
     deterministic,
     make_generator,
@@ -26,7 +24,6 @@ from neuralarch.repro import (
     seed_worker,
     set_deterministic,
     state_fingerprint,
-    train_tiny_mlp,
 )
 
 BAD_SEEDS = [-1, 2**32, 1.5, True, "0", None]
@@ -41,14 +38,6 @@ def restore_determinism():
     yield
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
-
-
-def _toy_dataset(n: int = 96, features: int = 8, seed: int = 0) -> TensorDataset:
-    """Two linearly separable classes, as images of shape (1, 2, features // 2)."""
-    g = make_generator(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x[:, 0] + x[:, 1] > 0).long()
-    return TensorDataset(x.reshape(n, 1, 2, features // 2), y)
 
 
 # ---------------------------------------------------------------- seeding
@@ -279,88 +268,3 @@ def test_run_fingerprint_is_stable_and_sensitive():
     assert run_fingerprint({"layers": [64, 10], "lr": 0.1}, seed=0) == fp  # key order
     assert run_fingerprint(config, seed=1) != fp
     assert run_fingerprint({**config, "lr": 0.2}, seed=0) != fp
-
-
-# ---------------------------------------------------------------- the tiny MLP
-@pytest.mark.parametrize("in_features,hidden,n_classes", [(8, 5, 2), (12, 16, 3)])
-def test_build_mlp_matches_a_manual_forward(in_features, hidden, n_classes):
-    torch.manual_seed(1)
-    mlp = build_mlp(in_features, hidden, n_classes, dropout=0.3).eval()
-    x = torch.randn(4, 1, 2, in_features // 2)  # (B, 1, 2, F/2)
-    first, last = mlp[1], mlp[4]
-    flat = x.reshape(4, -1)  # (B, F)
-    reference = torch.relu(flat @ first.weight.T + first.bias) @ last.weight.T + last.bias
-    assert_close(mlp(x), reference)
-    assert mlp(x).shape == (4, n_classes)
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"in_features": 0}, "in_features must be an int >= 1"),
-    ({"hidden": 2.5}, "hidden must be an int >= 1"),
-    ({"n_classes": 1}, "n_classes must be an int >= 2"),
-    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-])
-def test_build_mlp_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        build_mlp(**kwargs)
-
-
-def test_train_tiny_mlp_equals_the_hand_written_loop():
-    data = _toy_dataset()
-    run = train_tiny_mlp(data, seed=2, in_features=8, hidden=6, n_classes=2, dropout=0.2,
-                         epochs=2, batch_size=16, lr=0.1)
-    # The same run written out by hand, from the documented derivation of the two streams.
-    torch.manual_seed(derive_seed(2, "model"))
-    model = build_mlp(8, 6, 2, 0.2)
-    loader = DataLoader(data, batch_size=16, shuffle=True,
-                        generator=make_generator(derive_seed(2, "data")))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    losses = []
-    for _ in range(2):
-        for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    assert_close(torch.tensor(run.losses), torch.tensor(losses), rtol=0, atol=0)
-    assert run.fingerprint == state_fingerprint(model)
-    assert not run.model.training
-
-
-def test_train_tiny_mlp_is_reproducible_and_learns():
-    data = NoisyDataset(_toy_dataset(128), std=0.1, seed=0)
-    kwargs = dict(in_features=8, hidden=8, n_classes=2, epochs=3, batch_size=16, lr=0.1)
-    torch.manual_seed(123)
-    a = train_tiny_mlp(data, seed=0, **kwargs)
-    after = torch.rand(1)
-    b = train_tiny_mlp(data, seed=0, **kwargs)
-    c = train_tiny_mlp(data, seed=1, **kwargs)
-    assert isinstance(a, TrainRun) and len(a.losses) == 3 * 8
-    assert a.fingerprint == b.fingerprint and a.losses == b.losses
-    assert a.fingerprint != c.fingerprint
-    assert np.mean(a.losses[-8:]) < 0.6 * np.mean(a.losses[:8])  # loss goes down
-    torch.manual_seed(123)
-    assert_close(torch.rand(1), after)  # the caller's global stream was not disturbed
-
-
-def test_train_tiny_mlp_with_workers_is_reproducible():
-    data = NoisyDataset(_toy_dataset(64), std=0.1, seed=0)
-    kwargs = dict(in_features=8, hidden=4, n_classes=2, batch_size=16, num_workers=2)
-    a = train_tiny_mlp(data, seed=5, **kwargs)
-    b = train_tiny_mlp(data, seed=5, **kwargs)
-    zero = train_tiny_mlp(data, seed=5, **{**kwargs, "num_workers": 0})
-    assert a.fingerprint == b.fingerprint
-    assert a.fingerprint != zero.fingerprint  # num_workers changes the augmentation stream
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"epochs": 0}, "epochs must be an int >= 1"),
-    ({"lr": 0.0}, "lr must be a number > 0"),
-    ({"seed": 2**32}, "seed must be an int"),
-    ({"batch_size": -4}, "batch_size must be an int >= 1"),
-])
-def test_train_tiny_mlp_rejects_bad_arguments(kwargs, message):
-    args = {"seed": 0, "in_features": 8, "n_classes": 2, **kwargs}
-    with pytest.raises(ValueError, match=message):
-        train_tiny_mlp(_toy_dataset(8), **args)

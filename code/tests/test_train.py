@@ -13,8 +13,8 @@ from torch.testing import assert_close
 from torch.utils.data import TensorDataset
 
 from neuralarch.optim.project_optimizer import AdaBelief
+from neuralarch.progress import QUIET_ENV
 from neuralarch.repro import derive_seed, make_loader, seed_everything, state_fingerprint
-from neuralarch.setup_page import QUIET_ENV
 from neuralarch.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,

@@ -12,16 +12,16 @@ from scipy.stats import mannwhitneyu
 from torch.testing import assert_close
 
 from neuralarch.data.market import generate_market
-from neuralarch.data.walk_forward import (
+from neuralarch.projects.market.engine import compute_features
+from neuralarch.projects.market.hybrid import HybridConfig, HybridSignalNet
+from neuralarch.projects.market.walk_forward import (
     Fold,
     WindowedSeries,
     fold_data,
     roc_auc,
     walk_forward_splits,
 )
-from neuralarch.layers.hybrid import HybridConfig, HybridSignalNet
 from neuralarch.repro import state_fingerprint
-from neuralarch.tensors.market_engine import compute_features
 from neuralarch.train.loop import TrainConfig, fit
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from neuralarch.setup_page import progress_disabled
+from neuralarch.progress import progress_disabled
 
 Array = np.ndarray
 

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from neuralarch.config import ArchConfig
 from neuralarch.device import get_device
+from neuralarch.progress import progress_disabled
 from neuralarch.repro import derive_seed, make_loader, seed_everything
-from neuralarch.setup_page import progress_disabled
 from neuralarch.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from neuralarch.train.metrics import CorpusMetric, Mean, as_corpus_metric
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | float]
@@ -131,34 +132,35 @@ class _LoopState:
 
 
 def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn,
-             metrics: Mapping[str, Metric] | None = None, batch_size: int = 1000,
+             metrics: Mapping[str, Metric | CorpusMetric] | None = None, batch_size: int = 1000,
              device: str | torch.device | None = None) -> dict[str, float]:
-    """Return the example-weighted mean loss and metrics of ``model`` on ``data``, in eval mode.
+    """Return the loss and metrics of ``model`` on the whole of ``data``, in eval mode.
 
-    ``loss_fn`` and every metric must return a batch *mean*. The model's train/eval mode is
-    restored afterwards, and no global random number is drawn.
+    A metric is a :class:`~neuralarch.train.metrics.CorpusMetric` (reset here, updated with
+    every batch, computed once at the end, so perplexity, F1 or ROC-AUC are those of the whole
+    data set) or a function returning a batch *mean*, which becomes the example-weighted mean
+    over batches; so does ``loss_fn``. The model's train/eval mode is restored afterwards, and
+    no global random number is drawn.
     """
     _check_dataset(data, "data")
     if device is None:
         device = next(model.parameters()).device
-    metrics = dict(metrics or {})
+    trackers = {"loss": Mean(loss_fn)}
+    trackers.update({name: as_corpus_metric(metric) for name, metric in (metrics or {}).items()})
     # A private generator: a DataLoader draws a seed even when it does not shuffle.
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
-    totals = dict.fromkeys(["loss", *metrics], 0.0)
-    count = 0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            x, y = _unpack(batch, device)
-            out = model(x)  # (B, ...) e.g. (B, C) logits
-            n = len(y)
-            totals["loss"] += float(loss_fn(out, y)) * n
-            for name, metric in metrics.items():
-                totals[name] += float(metric(out, y)) * n
-            count += n
-    model.train(was_training)
-    return {name: total / count for name, total in totals.items()}
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x, y = _unpack(batch, device)
+                out = model(x)  # (B, ...) e.g. (B, C) logits
+                for tracker in trackers.values():
+                    tracker.update(out, y)
+    finally:
+        model.train(was_training)
+    return {name: tracker.compute() for name, tracker in trackers.items()}
 
 
 def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_fn: LossFn,

@@ -3,7 +3,7 @@
 Introduced in Project 4 (``m04-l06``). Each stage is a padded 3x3 convolution, BatchNorm and
 ReLU, followed by 2x2 max pooling in every stage but the last. Padding keeps the geometry exact:
 with two poolings the last feature map has stride 4, so on charts drawn with 4-pixel candle cells
-(:class:`neuralarch.vision.candlestick_render.ChartStyle` defaults) column ``j`` of
+(:class:`neuralarch.projects.market.candlestick_render.ChartStyle` defaults) column ``j`` of
 ``ChartCNN.features``' output sits on candle ``j``, which makes Grad-CAM maps readable candle
 by candle. The head flattens the map instead of averaging it, so the classifier knows *where*
 a feature is: a hammer at the last candle is a signal, the same shape mid-chart is not.

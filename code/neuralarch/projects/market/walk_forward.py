@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import TensorDataset
 
-from neuralarch.tensors.market_engine import rolling_windows
+from neuralarch.projects.market.engine import rolling_windows
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

@@ -5,10 +5,10 @@ market (:func:`neuralarch.data.market.generate_market`, Project 1), so the candl
 gaps, wicks and volatility clusters. To make the rare patterns common enough to learn, most
 windows get a pattern *planted* on their last candles, drawn from ranges that straddle the rules'
 thresholds, and often a trend bent into the context before it. Planting only proposes: the
-rules of :mod:`neuralarch.vision.candlestick_patterns` decide every label, so a planted hammer
-that misses a threshold, or lacks its down-trend, becomes a "none" (or a doji), a near miss that
-teaches the network where the boundary lies. :func:`build_dataset` keeps sampling until every
-class has ``per_class`` examples.
+rules of :mod:`~neuralarch.projects.market.candlestick_patterns` decide every label, so a planted
+hammer that misses a threshold, or lacks its down-trend, becomes a "none" (or a doji), a near miss
+that teaches the network where the boundary lies. :func:`build_dataset` keeps sampling until
+every class has ``per_class`` examples.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 from neuralarch.config import ArchConfig
 from neuralarch.data.market import generate_market
-from neuralarch.vision.candlestick_patterns import (
+from neuralarch.projects.market.candlestick_patterns import (
     CLOSE,
     OPEN,
     PATTERNS,
@@ -31,7 +31,7 @@ from neuralarch.vision.candlestick_patterns import (
     label_windows,
     mirror_windows,
 )
-from neuralarch.vision.candlestick_render import ChartStyle, render_windows
+from neuralarch.projects.market.candlestick_render import ChartStyle, render_windows
 
 MARKET_ASSETS = 64  # assets per generated market; each is cut into consecutive windows
 PLANT_SIZE = (1.5, 3.0)  # range of a planted candle, in median candle ranges of its window
@@ -112,7 +112,7 @@ def plant_patterns(windows: torch.Tensor, kinds: torch.Tensor, rules: PatternRul
     Shapes are drawn in units of the window's median candle range, from intervals that straddle
     the rules' thresholds, so some plants fail; kind 0 ("none") leaves a window unchanged.
     Shooting stars and bearish engulfings are hammers and bullish engulfings planted in the
-    mirrored window (:func:`~neuralarch.vision.candlestick_patterns.mirror_windows`). With
+    mirrored window (:func:`~neuralarch.projects.market.candlestick_patterns.mirror_windows`). With
     ``context_probability`` the candles before the pattern are tilted into the trend the
     pattern needs.
     """

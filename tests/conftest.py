@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "_build"
+# NEURALARCH_SITE points the checks at another build folder (holding html/), e.g. a copy in /tmp.
+BUILD = Path(os.environ.get("NEURALARCH_SITE") or ROOT / "_build")
 HTML = BUILD / "html"
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 

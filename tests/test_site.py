@@ -45,27 +45,35 @@ def test_every_lesson_has_its_notebook(html, docname):
         assert f"{docname}.ipynb" in archive.namelist()
 
 
-def execution_times() -> dict[str, float]:
-    from jupyter_cache import get_cache
+def execution_report() -> dict:
+    """The report tools/execute_book.py wrote for this build (the Execution status page)."""
+    import json
 
-    cache = get_cache(BUILD / ".jupyter_cache")
-    times = {}
-    for record in cache.list_project_records():
-        uri = Path(record.uri).resolve().relative_to(BUILD.parent.resolve())
-        cached = cache.get_cached_project_nb(record.uri)
-        if cached is not None:
-            times[str(uri.with_suffix(""))] = cached.data.get("execution_seconds", 0.0)
-    return times
+    path = BUILD / "execution-report.json"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: `make book` writes it when it executes the pages")
+    return json.loads(path.read_text())
 
 
 def test_pages_execute_within_the_time_budget(html):
-    times = execution_times()
+    report = execution_report()
+    assert not report["failures"], report["failures"]
+    times = {row["page"].removesuffix(".md"): row["seconds"] for row in report["pages"]}
     missing = set(executable_pages()) - set(times)
     assert not missing, f"no execution record for {sorted(missing)}"
     for docname, seconds in times.items():
         budget = MODULE1_BUDGET_S if "/m01-" in docname else PAGE_BUDGET_S
         assert seconds <= budget, f"{docname} took {seconds:.0f} s (budget {budget} s)"
     assert statistics.median(times.values()) <= MEDIAN_BUDGET_S
+
+
+def test_the_execution_status_page_shows_the_report(html):
+    report = execution_report()
+    page = (html / "book" / "appendix" / "execution-status.html").read_text(encoding="utf-8")
+    assert report["machine"]["cpu"] in page
+    for row in report["models"]:
+        assert row["name"] in page
+    assert page.count("executed in this build") + page.count(">cache<") == len(report["pages"])
 
 
 class _Links(HTMLParser):

@@ -151,3 +151,55 @@ def test_single_thread_restores_the_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+CONCURRENT_SCRIPT = '''
+import sys, time
+from pathlib import Path
+import torch
+from torch import nn
+from neuralarch.config import ArchConfig
+from neuralarch.train.artefacts import cached_model
+
+
+class SlowConfig(ArchConfig):
+    seed: int = 0
+
+
+def build(config):
+    return nn.Linear(4, 2)
+
+
+def train(model, config):
+    with open(Path(sys.argv[1]) / "calls.txt", "a") as calls:  # one line per training run
+        calls.write("trained\\n")
+    time.sleep(1.0)  # long enough that the second process arrives while the first trains
+    with torch.no_grad():
+        model.weight.add_(torch.randn_like(model.weight))
+    return {"loss": 0.0}
+
+
+Path(sys.argv[1], f"ready-{sys.argv[2]}").touch()
+while not all(Path(sys.argv[1], f"ready-{i}").exists() for i in "ab"):
+    time.sleep(0.01)  # start both requests at the same moment
+trained = cached_model("slow", SlowConfig(), build, train, root=Path(sys.argv[1]) / "cache")
+print(trained.trained_now, trained.fingerprint)
+'''
+
+
+def test_two_processes_asking_at_once_train_the_model_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "request_model.py"
+    script.write_text(CONCURRENT_SCRIPT)
+    runs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), tag],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for tag in "ab"]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in results]
+    answers = [out.split() for out, _ in results]
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["trained"]  # trained once
+    assert sorted(trained for trained, _ in answers) == ["False", "True"]  # one trained, one loaded
+    assert answers[0][1] == answers[1][1]  # identical weights
+    assert [r["name"] for r in artefacts.training_log(tmp_path / "cache")] == ["slow"]

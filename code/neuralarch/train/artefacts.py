@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from neuralarch.config import ArchConfig
@@ -34,6 +35,7 @@ from neuralarch.train.checkpoint import capture_rng_state, restore_rng_state
 
 CACHE_ENV = "NEURALARCH_CACHE_DIR"
 FORMAT = "neuralarch-artefact/1"
+TRAINING_LOG = "training-log.jsonl"
 
 C = TypeVar("C", bound=ArchConfig)
 M = TypeVar("M", bound=nn.Module)
@@ -109,7 +111,8 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
     and returns its metrics. Building and training are seeded with ``config.seed`` (the config
     must have a ``seed`` field) and run on one thread; the caller's random generators are left
     as they were, so a page gives the same results whether the model was trained or loaded.
-    The file is written atomically, so an interrupted build never leaves half a model behind.
+    The file is written atomically, so an interrupted build never leaves half a model behind,
+    and a file lock makes concurrent callers (pages executing in parallel) train it only once.
     """
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name must be letters, digits, '-' or '_' (it names a file), "
@@ -124,26 +127,51 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
         model = build(config)  # only its code enters the key; its weights are replaced
         key = artefact_key(name, config, train, model)
         path = cache_dir(root) / f"{name}-{key}.pt"
-        if path.is_file():
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload.get("format") != FORMAT or payload.get("key") != key:
-                raise ValueError(f"{path} is not the cached model {name!r} with key {key}; "
-                                 f"delete the file and it will be retrained")
-            model.load_state_dict(payload["state"])
-            model.eval()
-            return TrainedModel(model, config, dict(payload["metrics"]), path, False,
-                                float(payload["seconds"]), state_fingerprint(model))
-        with single_thread():
-            seed_everything(seed)
-            model = build(config)
-            metrics = {name_: float(value) for name_, value in train(model, config).items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One trainer per model: a second process asking at the same moment waits here, then
+        # loads what the first one wrote instead of training it again.
+        with FileLock(f"{path}.lock"):
+            if path.is_file():
+                return _load(path, name, key, config, model)
+            with single_thread():
+                seed_everything(seed)
+                model = build(config)
+                metrics = {name_: float(value) for name_, value in train(model, config).items()}
+            seconds = time.perf_counter() - started
+            model.to("cpu").eval()
+            partial = path.with_suffix(f".partial-{os.getpid()}")
+            torch.save({"format": FORMAT, "key": key, "name": name, "config": config.to_json(),
+                        "metrics": metrics, "seconds": seconds, "state": model.state_dict()},
+                       partial)
+            os.replace(partial, path)
+            _log_training(path.parent, name, key, seconds)
     finally:
         restore_rng_state(caller_rng)
-    seconds = time.perf_counter() - started
-    model.to("cpu").eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".partial-{os.getpid()}")
-    torch.save({"format": FORMAT, "key": key, "name": name, "config": config.to_json(),
-                "metrics": metrics, "seconds": seconds, "state": model.state_dict()}, partial)
-    os.replace(partial, path)
     return TrainedModel(model, config, metrics, path, True, seconds, state_fingerprint(model))
+
+
+def _load(path: Path, name: str, key: str, config: C, model: M) -> TrainedModel[M]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT or payload.get("key") != key:
+        raise ValueError(f"{path} is not the cached model {name!r} with key {key}; "
+                         f"delete the file and it will be retrained")
+    model.load_state_dict(payload["state"])
+    model.eval()
+    return TrainedModel(model, config, dict(payload["metrics"]), path, False,
+                        float(payload["seconds"]), state_fingerprint(model))
+
+
+def _log_training(folder: Path, name: str, key: str, seconds: float) -> None:
+    """Append one line to the folder's training log: the build report reads who trained what."""
+    record = {"name": name, "key": key, "seconds": round(seconds, 2), "pid": os.getpid(),
+              "finished": time.time()}
+    with FileLock(f"{folder / TRAINING_LOG}.lock"), open(folder / TRAINING_LOG, "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def training_log(root: str | Path | None = None) -> list[dict[str, object]]:
+    """Every training recorded in the cache folder, oldest first (see :func:`cached_model`)."""
+    path = cache_dir(root) / TRAINING_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

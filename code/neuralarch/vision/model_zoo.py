@@ -119,6 +119,11 @@ def train_on_mnist(model: nn.Module, config: MnistRecipe) -> dict[str, float]:
             for metric, value in result.items()}
 
 
+# The source model of transfer learning (lesson 4.3): the same ResNet and recipe, digits 0-4 only.
+TRANSFER_SOURCE = MnistCNNConfig(
+    classes=(0, 1, 2, 3, 4),
+    arch=ResNetConfig(widths=(16, 32, 64), blocks=(2, 2, 2), strides=(2, 2, 2), num_classes=5))
+
 def mnist_cnn(config: MnistCNNConfig | None = None) -> TrainedModel[ResNet]:
     """Return the book's trained MNIST ResNet (trained on first use, then loaded from the cache).
 

@@ -1,0 +1,33 @@
+"""The trained models that the book's pages share, listed so a build can train them first.
+
+``make book`` trains every model here in its own step before any page executes (see
+``tools/execute_book.py``), two at a time on a 2-core machine, so that a page's execution time
+is its own and no two pages wait on the same training. Each entry is the exact call a page
+makes; :func:`~neuralarch.train.artefacts.cached_model` keys the file on the recipe and the
+code, so the pages then load what this step wrote. A page that asks for a model missing here
+still works (it trains the model itself, under a lock); the build report names such models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from neuralarch.train.artefacts import TrainedModel
+from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
+from neuralarch.vision.texture_net import texture_net
+
+SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
+    "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05
+    "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
+    "mnist-vit": mnist_vit,  # lesson 4.4
+    "texture-net": texture_net,  # the style-transfer lesson, week 05
+}
+
+
+def prepare(name: str) -> dict[str, object]:
+    """Train (or load) the shared model ``name``; return its training time and cache file."""
+    if name not in SHARED_MODELS:
+        raise ValueError(f"no shared model {name!r}; the book's are {sorted(SHARED_MODELS)}")
+    trained = SHARED_MODELS[name]()
+    return {"name": name, "trained_now": trained.trained_now, "seconds": round(trained.seconds, 1),
+            "file": trained.path.name}

@@ -49,8 +49,9 @@ test-code: $(STAMP)
 	$(BIN)/python -m pytest code/tests -q -n $(JOBS) --cov=neuralarch --cov-report=term \
 		--cov-fail-under=$(COVERAGE_MIN)
 
+# One file per worker (--dist loadfile): the browser checks share one browser run per file.
 test-site: $(STAMP) tools/node_modules
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --dist loadfile
 
 test: lint test-code book test-site
 

@@ -24,20 +24,9 @@ def html() -> Path:
 
 def executable_pages() -> list[str]:
     """Docnames of the pages in the table of contents that execute code."""
-    import yaml
-    from notebooks import is_executable
+    from book_pages import executable_docnames
 
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-
-    def walk(entries):
-        for entry in entries:
-            if "file" in entry:
-                yield entry["file"]
-            for key in ("chapters", "sections", "parts"):
-                yield from walk(entry.get(key, []))
-
-    docs = [toc["root"], *walk(toc.get("parts", []))]
-    return [d for d in docs if is_executable(ROOT / f"{d}.md")]
+    return executable_docnames(ROOT)
 
 
 def lesson_pages() -> list[str]:

@@ -27,7 +27,6 @@ from urllib.parse import urljoin, urlsplit
 
 import nbformat
 import pytest
-import yaml
 from conftest import ROOT, executable_pages
 
 CHROMIUM = Path(os.environ.get("NEURALARCH_CHROMIUM", "/usr/bin/chromium"))
@@ -57,16 +56,9 @@ AXE_EXCLUDED: set[tuple[str, str]] = set()
 # ---------------------------------------------------------------- which pages
 def toc_pages() -> list[str]:
     """Docnames of every page in the table of contents, in reading order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    from book_pages import toc_docnames
 
-    def walk(entries):
-        for entry in entries:
-            if "file" in entry:
-                yield entry["file"]
-            for key in ("chapters", "sections", "parts"):
-                yield from walk(entry.get(key, []))
-
-    return [toc["root"], *walk(toc.get("parts", []))]
+    return toc_docnames(ROOT)
 
 
 def site_pages(html: Path) -> list[str]:

@@ -7,15 +7,8 @@ from typing import ClassVar
 import nbformat
 import pytest
 from conftest import ROOT, executable_pages
-from notebooks import (
-    Page,
-    Reference,
-    code_fence,
-    convert_markdown,
-    export_notebook,
-    glue_data,
-    is_executable,
-)
+from myst_markdown import Page, Reference, code_fence, convert_markdown, glue_data
+from notebooks import export_notebook, is_executable
 
 GLUE = {"acc": {"text/plain": "0.98765"}, "name": {"text/plain": "'adam'"},
         "n": {"text/plain": "8000"}}

@@ -42,11 +42,13 @@ def normalise(text: str) -> str:
 @cache
 def page(html: Path, docname: str) -> Tag:
     """The article of the HTML page, without permalinks and without the code cells and their
-    outputs (a notebook has those as code cells, which the other site checks compare)."""
+    outputs (a notebook has those as code cells, which the other site checks compare), and
+    without the build report, which belongs to the build that made the site."""
     soup = BeautifulSoup((html / f"{docname}.html").read_text(encoding="utf-8"), "html.parser")
     article = soup.select_one("article.bd-article")
     assert article is not None, f"{docname}: no article in the HTML page"
-    for element in article.select("a.headerlink, div.cell, div.notebook-links"):
+    for element in article.select("a.headerlink, div.cell, div.notebook-links, "
+                                  "div.execution-report"):
         element.decompose()
     return article
 

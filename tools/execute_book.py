@@ -42,6 +42,9 @@ from jupyter_cache.base import CacheBundleIn
 from myst_nb.core.read import read_myst_markdown_notebook
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "book" / "_ext"))
+from book_pages import executable_docnames  # noqa: E402  (the book's own extensions)
+
 REPORT_NAME = "execution-report.json"
 BENCH_NAME = "execution-benchmark.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in kernel tracebacks
@@ -54,27 +57,9 @@ PROBE = ("import json as _j, sys as _s\n"
 
 
 # ---------------------------------------------------------------- which pages, and their inputs
-def is_executable(page: Path) -> bool:
-    """True when a MyST page is a notebook (its front matter declares a kernel)."""
-    text = page.read_text(encoding="utf-8")
-    return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
-
-
 def toc_pages(root: Path) -> list[Path]:
     """The executable pages of the table of contents, in reading order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-
-    def walk(entries: list[dict]) -> list[str]:
-        files = []
-        for entry in entries:
-            files += [entry["file"]] if "file" in entry else []
-            for key in ("parts", "chapters", "sections"):
-                files += walk(entry.get(key, []))
-        return files
-
-    docs = [toc["root"], *walk(toc.get("parts", [])), *walk(toc.get("chapters", []))]
-    pages = [root / f"{doc}.md" for doc in docs]
-    return [page for page in pages if page.is_file() and is_executable(page)]
+    return [root / f"{doc}.md" for doc in executable_docnames(root)]
 
 
 def read_page(page: Path) -> nbformat.NotebookNode:

@@ -13,11 +13,8 @@ side by side); the tests below only read what that run recorded.
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import os
 import re
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -360,21 +357,13 @@ async def browse(html: Path, base: str) -> BrowserRun:
     return run
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="session")
 def site_url(html: Path) -> Iterator[str]:
-    """The built html folder served on a free port of 127.0.0.1."""
-    handler = functools.partial(_QuietHandler, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    """The built html folder served on a free port of 127.0.0.1 (the data mirror's server)."""
+    from neuralarch.data.mirror import serve_folder
+
+    with serve_folder(html) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -111,14 +111,7 @@ def is_stale(entry: dict | None, root: Path, environment: str) -> bool:
     return any(sha256(root / name) != digest for name, digest in entry["files"].items())
 
 
-# ---------------------------------------------------------------- the two steps (run in workers)
-def prepare_model(name: str) -> dict:
-    """Train (or load) one shared model in a worker process; return what the report needs."""
-    from neuralarch.book_models import prepare
-
-    return prepare(name)
-
-
+# ---------------------------------------------------------------- pages (run in workers)
 def execute_page(page: str, timeout: int, threads: int, root: str) -> dict:
     """Execute one page in a fresh kernel; return the notebook, its time and its inputs."""
     try:
@@ -185,7 +178,7 @@ def execute_book(root: Path, build: Path, jobs: int, timeout: int, models: bool)
             cached[uri] = record.data.get("execution_seconds", 0.0)
     started = time.perf_counter()
     model_rows = run_models(jobs) if models and to_run else []
-    models_done = time.perf_counter()
+    models_done, pages_started_at = time.perf_counter(), time.time()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # longest first (by the last report, else by size), so the slowest page never starts last
     to_run.sort(key=lambda p: -last_times.get(p.relative_to(root).as_posix(),
@@ -218,9 +211,14 @@ def execute_book(root: Path, build: Path, jobs: int, timeout: int, models: bool)
     wall = {"models": round(models_done - started, 1), "pages": round(finished - models_done, 1),
             "total": round(finished - started, 1)}
     cold = not cached and not failures
+    trained_in_pages = models_trained_since(pages_started_at) if models else []
+    for name in trained_in_pages:
+        print(f"warning: a page trained the shared model {name!r}; list it in "
+              f"neuralarch.book_models so the build trains it before the pages", flush=True)
     report = {"machine": machine(), "jobs": jobs, "threads_per_page": threads,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "executed": len(to_run),
               "from_cache": len(cached), "models": model_rows, "pages": page_rows, "wall": wall,
+              "trained_in_pages": trained_in_pages,
               "failures": [{k: f[k] for k in ("page", "cell", "line", "error")} for f in failures],
               "cold": wall if cold else previous.get("cold")}
     build.mkdir(parents=True, exist_ok=True)
@@ -233,14 +231,22 @@ def execute_book(root: Path, build: Path, jobs: int, timeout: int, models: bool)
 
 def run_models(jobs: int) -> list[dict]:
     """Train the book's shared models, ``jobs`` at a time (each trains on one thread)."""
-    from neuralarch.book_models import SHARED_MODELS
+    from neuralarch.book_models import SHARED_MODELS, prepare
 
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        rows = list(pool.map(prepare_model, SHARED_MODELS))
+        rows = list(pool.map(prepare, SHARED_MODELS))
     for row in rows:
         state = "trained" if row["trained_now"] else "loaded"
         print(f"model {row['name']}: {state} ({row['seconds']:.1f} s to train)", flush=True)
     return rows
+
+
+def models_trained_since(started: float) -> list[str]:
+    """Shared models that pages trained themselves (the model cache's training log)."""
+    from neuralarch.train.artefacts import training_log
+
+    return sorted({str(entry["name"]) for entry in training_log()
+                   if float(entry["finished"]) >= started})
 
 
 def machine() -> dict:

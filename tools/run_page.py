@@ -1,39 +1,37 @@
 """Execute one MyST page (or several) outside the book build and report time and errors.
 
 Usage: python tools/run_page.py book/m01-pytorch-foundations/03-tensor-operations.md [...]
-Fast feedback while writing a page; `make book` is the real check.
+Fast feedback while writing a page; `make book` is the real check. A page runs exactly as the
+build runs it (``execute_book.execute_page``), with every core, and nothing is cached.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import time
 from pathlib import Path
 
-import nbclient
-from myst_nb.core.read import read_myst_markdown_notebook
+import yaml
+from execute_book import REPO, execute_page
 
 
-def run(page: Path) -> float:
-    notebook = read_myst_markdown_notebook(page.read_text(encoding="utf-8"), path=page)
-    start = time.perf_counter()
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(page.parent)}})
-    client.execute()
-    elapsed = time.perf_counter() - start
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if output.get("name") == "stderr":
-                print(f"  stderr: {output['text'][:300]}")
-    return elapsed
+def main(pages: list[str]) -> int:
+    timeout = yaml.safe_load((REPO / "_config.yml").read_text())["execute"]["timeout"]
+    failed = False
+    for name in pages:
+        result = execute_page(str(Path(name).resolve()), timeout, os.cpu_count() or 1, str(REPO))
+        if not result["ok"]:
+            failed = True
+            print(f"{name}: FAILED in cell {result['cell']} (page line {result['line']}): "
+                  f"{result['error']}\n{result['details']}")
+            continue
+        print(f"{name}: executed in {result['seconds']:.1f} s")
+        for cell in result["notebook"].cells:
+            for output in cell.get("outputs", []):
+                if output.get("name") == "stderr":
+                    print(f"  stderr: {output['text'][:300]}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    failed = False
-    for name in sys.argv[1:]:
-        try:
-            print(f"{name}: executed in {run(Path(name)):.1f} s")
-        except nbclient.exceptions.CellExecutionError as error:
-            failed = True
-            print(f"{name}: FAILED\n{error}")
-    sys.exit(1 if failed else 0)
+    sys.exit(main(sys.argv[1:]))

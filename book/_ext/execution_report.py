@@ -66,6 +66,9 @@ def report_markdown(report: dict, bench: dict | None) -> list[str]:
                   f"machine: one page at a time {minutes(bench['serial']['total'])}, "
                   f"{bench['parallel']['jobs']} at a time {minutes(bench['parallel']['total'])}"
                   f" — **{bench['speedup']}×**.", ""]
+    for name in report.get("trained_in_pages", []):
+        lines += [f"* **A page trained the shared model `{name}`** itself: list it in "
+                  "`neuralarch.book_models` so that the build trains it before the pages.", ""]
     if report["models"]:
         lines += ["| Shared model | Training time | This build |", "|:--|--:|:--|"]
         lines += [f"| `{m['name']}` | {m['seconds']:.1f} s | "

@@ -124,6 +124,7 @@ TRANSFER_SOURCE = MnistCNNConfig(
     classes=(0, 1, 2, 3, 4),
     arch=ResNetConfig(widths=(16, 32, 64), blocks=(2, 2, 2), strides=(2, 2, 2), num_classes=5))
 
+
 def mnist_cnn(config: MnistCNNConfig | None = None) -> TrainedModel[ResNet]:
     """Return the book's trained MNIST ResNet (trained on first use, then loaded from the cache).
 

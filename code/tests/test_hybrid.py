@@ -12,7 +12,6 @@ from neuralarch.config import ConfigError
 from neuralarch.projects.market.hybrid import (
     AttentionMixer,
     CausalConv1d,
-    CausalSelfAttention,
     HybridConfig,
     HybridSignalNet,
     LinearWindowModel,
@@ -71,39 +70,16 @@ def test_causal_conv_never_sees_the_future(kernel, dilation):
 # --------------------------------------------------------------------------- causal attention
 
 
-@pytest.mark.parametrize("width,heads,length", [(8, 2, 10), (12, 3, 7), (6, 1, 1), (16, 4, 33)])
-def test_causal_attention_equals_scaled_dot_product_attention(width, heads, length):
+def test_attention_mixer_is_causal_and_checks_the_window_length():
     torch.manual_seed(2)
-    attn = CausalSelfAttention(width, heads).double()
-    x = torch.randn(3, length, width, dtype=torch.float64)
-    q, k, v = attn.qkv(x).split(width, dim=-1)
-    q, k, v = (z.view(3, length, heads, width // heads).transpose(1, 2) for z in (q, k, v))
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, d)
-    reference = attn.proj(y.transpose(1, 2).reshape(3, length, width))
-    assert_close(attn(x), reference)
-
-
-@pytest.mark.parametrize("width,heads", [(8, 2), (10, 5)])
-def test_causal_attention_equals_nn_multihead_attention(width, heads):
-    torch.manual_seed(3)
-    ours = CausalSelfAttention(width, heads)
-    theirs = nn.MultiheadAttention(width, heads, batch_first=True)
-    with torch.no_grad():  # the same packed in-projection and out-projection
-        theirs.in_proj_weight.copy_(ours.qkv.weight)
-        theirs.in_proj_bias.copy_(ours.qkv.bias)
-        theirs.out_proj.weight.copy_(ours.proj.weight)
-        theirs.out_proj.bias.copy_(ours.proj.bias)
-    x = torch.randn(2, 9, width)
-    mask = nn.Transformer.generate_square_subsequent_mask(9)
-    reference, _ = theirs(x, x, x, attn_mask=mask, need_weights=False)
-    assert_close(ours(x), reference, rtol=1e-5, atol=1e-6)
-
-
-def test_attention_rejects_bad_shapes():
-    with pytest.raises(ValueError, match=r"width \(10\) must be divisible by n_heads \(3\)"):
-        CausalSelfAttention(10, 3)
-    with pytest.raises(ValueError, match="window length 9 exceeds max_len=8"):
-        AttentionMixer(4, 2, max_len=8)(torch.randn(1, 9, 4))
+    mixer = AttentionMixer(4, 8, 2, max_len=12)
+    x = torch.randn(2, 10, 4)
+    y = x.clone()
+    y[:, 6:] = torch.randn(2, 4, 4)  # change the future
+    assert_close(mixer(x)[:, :6], mixer(y)[:, :6])
+    assert mixer.block.self_attn.causal  # the shared attention, run causally
+    with pytest.raises(ValueError, match="window length 13 exceeds max_len=12"):
+        mixer(torch.randn(1, 13, 4))
 
 
 # --------------------------------------------------------------------------- the GRU equations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,16 +12,12 @@ from neuralarch.config import ConfigError
 from neuralarch.train.artefacts import CACHE_ENV
 from neuralarch.vision.model_zoo import MnistViTConfig, mnist_subset, mnist_vit
 from neuralarch.vision.vit import (
-    EncoderBlock,
-    MultiHeadSelfAttention,
     PatchEmbedding,
     ViT,
     ViTConfig,
-    attention,
     attention_rollout,
     patchify,
     sincos_position_embedding,
-    torch_encoder_layer,
 )
 
 TINY = dict(image_size=12, patch_size=4, in_channels=2, num_classes=3, dim=16, depth=2, heads=2)
@@ -40,117 +34,6 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
         for parameter in module.parameters():
             parameter.copy_(0.3 * torch.randn(parameter.shape, generator=gen) + 0.1)
     return module
-
-
-# --- attention ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape_q, shape_k, d_v", [
-    ((2, 5, 8), (2, 5, 8), 8),  # (B, T, d)
-    ((3, 2, 7, 4), (3, 2, 9, 4), 6),  # (B, heads, T, d), S != T, d_v != d
-    ((1, 4, 1, 16), (1, 4, 3, 16), 16),  # one query
-])
-def test_attention_equals_scaled_dot_product_attention(shape_q, shape_k, d_v):
-    gen = generator()
-    q = torch.randn(shape_q, generator=gen, dtype=torch.float64)
-    k = torch.randn(shape_k, generator=gen, dtype=torch.float64)
-    v = torch.randn((*shape_k[:-1], d_v), generator=gen, dtype=torch.float64)
-    out, weights = attention(q, k, v)
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
-    assert weights.shape == (*shape_q[:-1], shape_k[-2])
-    torch.testing.assert_close(weights.sum(-1), torch.ones(shape_q[:-1], dtype=torch.float64))
-    logits = q @ k.transpose(-2, -1) / math.sqrt(shape_q[-1])
-    torch.testing.assert_close(weights, torch.softmax(logits, dim=-1))
-
-
-def test_attention_dropout_acts_only_in_training():
-    gen = generator()
-    q, k, v = (torch.randn(2, 6, 4, generator=gen) for _ in range(3))
-    torch.testing.assert_close(attention(q, k, v, 0.5, training=False)[0], attention(q, k, v)[0])
-    torch.manual_seed(0)
-    dropped = attention(q, k, v, 0.5, training=True)[0]
-    assert (dropped - attention(q, k, v)[0]).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("k_shape, v_shape", [((2, 5, 3), (2, 5, 4)), ((2, 5, 4), (2, 6, 4))])
-def test_attention_rejects_mismatched_shapes(k_shape, v_shape):
-    with pytest.raises(ValueError, match="need q"):
-        attention(torch.zeros(2, 5, 4), torch.zeros(k_shape), torch.zeros(v_shape))
-
-
-@pytest.mark.parametrize("dim, heads, tokens", [(16, 2, 5), (24, 3, 7), (8, 8, 1), (12, 1, 4)])
-def test_multi_head_attention_equals_nn_multihead_attention(dim, heads, tokens):
-    ours = randomise(MultiHeadSelfAttention(dim, heads))
-    ref = nn.MultiheadAttention(dim, heads, batch_first=True)
-    ref.load_state_dict({"in_proj_weight": ours.qkv.weight, "in_proj_bias": ours.qkv.bias,
-                         "out_proj.weight": ours.proj.weight, "out_proj.bias": ours.proj.bias})
-    x = torch.randn(3, tokens, dim, generator=generator(1))
-    out, weights = ours(x)
-    ref_out, ref_weights = ref(x, x, x, need_weights=True, average_attn_weights=False)
-    torch.testing.assert_close(out, ref_out)
-    torch.testing.assert_close(weights, ref_weights)
-
-
-def test_multi_head_attention_needs_heads_that_divide_dim():
-    with pytest.raises(ValueError, match=r"dim \(10\) must be divisible by heads \(4\)"):
-        MultiHeadSelfAttention(10, 4)
-
-
-# --- encoder block --------------------------------------------------------------------------
-
-def block_from_torch(layer: nn.TransformerEncoderLayer, heads: int) -> EncoderBlock:
-    """Copy torch's layer into our block by hand (independently of torch_encoder_layer)."""
-    dim, mlp_dim = layer.linear1.in_features, layer.linear1.out_features
-    block = EncoderBlock(dim, heads, mlp_dim)
-    with torch.no_grad():
-        block.attn.qkv.weight.copy_(layer.self_attn.in_proj_weight)
-        block.attn.qkv.bias.copy_(layer.self_attn.in_proj_bias)
-        block.attn.proj.weight.copy_(layer.self_attn.out_proj.weight)
-        block.attn.proj.bias.copy_(layer.self_attn.out_proj.bias)
-        for ours, theirs in ((block.mlp[0], layer.linear1), (block.mlp[3], layer.linear2),
-                             (block.norm1, layer.norm1), (block.norm2, layer.norm2)):
-            ours.weight.copy_(theirs.weight)
-            ours.bias.copy_(theirs.bias)
-    return block
-
-
-@pytest.mark.parametrize("dim, heads, mlp_dim, tokens", [(16, 2, 32, 5), (24, 4, 40, 9),
-                                                         (12, 3, 12, 1)])
-@pytest.mark.parametrize("direction", ["ours-to-torch", "torch-to-ours"])
-def test_encoder_block_equals_transformer_encoder_layer(dim, heads, mlp_dim, tokens, direction):
-    if direction == "ours-to-torch":
-        block = randomise(EncoderBlock(dim, heads, mlp_dim))
-        layer = torch_encoder_layer(block)
-    else:
-        layer = randomise(nn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0,
-                                                     activation="gelu", batch_first=True,
-                                                     norm_first=True), seed=3)
-        block = block_from_torch(layer, heads)
-    x = torch.randn(2, tokens, dim, generator=generator(2))
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = block(xa), layer(xb)
-    torch.testing.assert_close(ya, yb)
-    upstream = torch.randn(ya.shape, generator=generator(4))
-    (ya * upstream).sum().backward()
-    (yb * upstream).sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad)
-    pairs = [(block.attn.qkv.weight, layer.self_attn.in_proj_weight),
-             (block.attn.qkv.bias, layer.self_attn.in_proj_bias),
-             (block.attn.proj.weight, layer.self_attn.out_proj.weight),
-             (block.mlp[0].weight, layer.linear1.weight), (block.mlp[3].bias, layer.linear2.bias),
-             (block.norm1.weight, layer.norm1.weight), (block.norm2.bias, layer.norm2.bias)]
-    for ours, theirs in pairs:
-        torch.testing.assert_close(ours.grad, theirs.grad)
-    block.eval()
-    layer.eval()  # torch may take its fused "fast path" here: same numbers, different kernels
-    with torch.no_grad():
-        torch.testing.assert_close(block(x), layer(x), atol=1e-5, rtol=1e-4)
-
-
-def test_blocks_are_permutation_equivariant():
-    block = randomise(EncoderBlock(16, 4, 32))
-    x = torch.randn(2, 7, 16, generator=generator())
-    order = torch.randperm(7, generator=generator(5))
-    torch.testing.assert_close(block(x)[:, order], block(x[:, order]))
 
 
 # --- patches and positions ------------------------------------------------------------------
@@ -266,7 +149,8 @@ def test_attention_maps_match_the_forward_pass():
     x = torch.randn(3, 2, 12, 12, generator=generator())
     h = model.tokens(x)
     for block, weights in zip(model.blocks, model.attention_maps(x), strict=True):
-        _, expected = block.attn(block.norm1(h))
+        _, expected = block.self_attn(block.attn_norm(h), need_weights=True,
+                                      average_weights=False)
         torch.testing.assert_close(weights, expected)
         h = block(h)
     torch.testing.assert_close(model.head(model.norm(h[:, 0])), model(x))

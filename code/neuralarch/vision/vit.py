@@ -3,22 +3,22 @@
 Introduced in lesson 4.4 (``m04-l04``). The image is cut into non-overlapping patches; each
 patch is flattened and linearly projected to a token (:class:`PatchEmbedding`), a learned class
 token is prepended, position embeddings are added (learned, fixed 2-D sine-cosine, or none),
-and pre-norm transformer encoder blocks mix the tokens with multi-head self-attention written
-from scratch. The class token's final state is the image's representation.
+and pre-norm transformer blocks (:class:`~neuralarch.layers.transformer.TransformerBlock`, the
+book's one attention, from lessons 5.2-5.3) mix the tokens with multi-head self-attention. The
+class token's final state is the image's representation.
 :meth:`ViT.attention_maps` and :func:`attention_rollout` show where the class token looks.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
 from neuralarch.config import ArchConfig
+from neuralarch.layers.transformer import TransformerBlock
 
 
 class ViTConfig(ArchConfig):
@@ -107,83 +107,6 @@ def sincos_position_embedding(grid_size: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1).float()  # (L, D)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
-              training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return softmax(Q K^T / sqrt(d)) V and the attention weights, for (..., T, d) inputs."""
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"need q (..., T, d), k (..., S, d), v (..., S, d_v); got q "
-                         f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
-    weights = scores.softmax(dim=-1)  # each row sums to 1: how much query t reads from key s
-    return F.dropout(weights, dropout_p, training) @ v, weights  # (..., T, d_v), (..., T, S)
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """Self-attention with ``heads`` independent heads of width dim / heads, then a projection."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)  # the query, key and value projections, stacked
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map tokens (B, T, D) to (B, T, D); also return the weights (B, heads, T, T)."""
-        b, t, d = x.shape
-
-        def split(y: torch.Tensor) -> torch.Tensor:
-            return y.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, h, T, D/h)
-
-        q, k, v = self.qkv(x).split(d, dim=-1)  # (B, T, D) each
-        out, weights = attention(split(q), split(k), split(v), self.dropout,
-                                 self.training)  # (B, h, T, D/h)
-        out = out.transpose(1, 2).reshape(b, t, d)  # heads side by side again, (B, T, D)
-        return self.proj(out), weights
-
-
-class EncoderBlock(nn.Module):
-    """Pre-norm transformer block: ``x + MHSA(LN(x))``, then ``x + MLP(LN(x))``."""
-
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadSelfAttention(dim, heads, dropout)
-        self.drop = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
-
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the block's output (B, T, D) and its attention weights (B, heads, T, T)."""
-        update, weights = self.attn(self.norm1(x))
-        x = x + self.drop(update)  # (B, T, D): tokens exchange information
-        return x + self.mlp(self.norm2(x)), weights  # each token is processed on its own
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(x)[0]
-
-
-def torch_encoder_layer(block: EncoderBlock) -> nn.TransformerEncoderLayer:
-    """Return an ``nn.TransformerEncoderLayer`` (pre-norm, GELU) holding a copy of ``block``."""
-    dim, mlp_dim = block.mlp[0].in_features, block.mlp[0].out_features
-    layer = nn.TransformerEncoderLayer(dim, block.attn.heads, mlp_dim, dropout=block.drop.p,
-                                       activation="gelu", batch_first=True, norm_first=True)
-    attn = block.attn
-    state = {  # torch stacks the q, k and v projections the same way, as one (3D, D) matrix
-        "self_attn.in_proj_weight": attn.qkv.weight, "self_attn.in_proj_bias": attn.qkv.bias,
-        "self_attn.out_proj.weight": attn.proj.weight, "self_attn.out_proj.bias": attn.proj.bias,
-        "linear1.weight": block.mlp[0].weight, "linear1.bias": block.mlp[0].bias,
-        "linear2.weight": block.mlp[3].weight, "linear2.bias": block.mlp[3].bias,
-    }
-    for name in ("norm1", "norm2"):
-        for part, value in getattr(block, name).state_dict().items():
-            state[f"{name}.{part}"] = value
-    layer.load_state_dict({name: value.detach().clone() for name, value in state.items()})
-    return layer
-
-
 class ViT(nn.Module):
     """Patch embedding, class token, position embeddings, encoder blocks, norm, linear head."""
 
@@ -201,8 +124,9 @@ class ViT(nn.Module):
                 pos[0, 1:] = sincos_position_embedding(config.grid_size, config.dim)
             self.register_buffer("pos_embed", pos, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            EncoderBlock(config.dim, config.heads, config.mlp_dim, config.dropout)
+        self.blocks = nn.ModuleList(  # pre-norm encoder blocks, the book's one implementation
+            TransformerBlock(config.dim, config.heads, config.mlp_dim, dropout=config.dropout,
+                             activation="gelu", norm_first=True)
             for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.num_classes)

@@ -1,5 +1,6 @@
 """Project 3: a hybrid network for market signals: causal Conv1d features, a GRU or causal
-self-attention over time, and an MLP head, built from one validated config.
+self-attention over time (the book's one attention, :mod:`neuralarch.layers.attention`), and an
+MLP head, built from one validated config.
 
 Introduced in ``m03-l06``. Every layer is causal: the output at time step ``t`` depends on inputs
 ``<= t`` only, so ``forward_sequence`` gives a prediction for every day of a window without
@@ -8,7 +9,6 @@ peeking ahead, and ``forward`` (the prediction at the window's last day) can nev
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -17,6 +17,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from neuralarch.config import ArchConfig
+from neuralarch.layers.mlp import MLPConfig, build_mlp
+from neuralarch.layers.transformer import TransformerBlock
 
 
 class HybridConfig(ArchConfig):
@@ -55,51 +57,24 @@ class CausalConv1d(nn.Conv1d):
         return super().forward(F.pad(x, (self.left_pad, 0)))  # zeros before the first step
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where step ``t`` attends to steps ``<= t`` only."""
-
-    def __init__(self, width: int, n_heads: int) -> None:
-        super().__init__()
-        if width % n_heads:
-            raise ValueError(f"width ({width}) must be divisible by n_heads ({n_heads})")
-        self.n_heads = n_heads
-        self.qkv = nn.Linear(width, 3 * width)  # queries, keys and values in one matmul
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, L, D)`` to ``(B, L, D)``."""
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # (B, L, D) each
-        q, k, v = (z.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)
-                   for z in (q, k, v))  # (B, H, L, d)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, L, L)
-        future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)  # (L, L) j > i
-        weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)  # (B, H, L, L)
-        out = (weights @ v).transpose(1, 2).reshape(B, L, D)  # (B, L, D) heads side by side
-        return self.proj(out)
-
-
 class AttentionMixer(nn.Module):
-    """Learned positions plus one pre-norm transformer block with causal self-attention."""
+    """Project to the attention width, add learned positions, one causal pre-norm block."""
 
-    def __init__(self, width: int, n_heads: int, max_len: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_features: int, width: int, n_heads: int, max_len: int,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.max_len = max_len
+        self.in_proj = nn.Linear(in_features, width)
         self.pos = nn.Parameter(torch.zeros(max_len, width))  # (max_len, D)
-        self.norm1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, n_heads)
-        self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
-                                 nn.Linear(2 * width, width), nn.Dropout(dropout))
+        self.block = TransformerBlock(width, n_heads, 2 * width, dropout=dropout,
+                                      activation="gelu", norm_first=True, causal=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, L, D)`` to ``(B, L, D)``; position ``t`` uses steps ``<= t`` only."""
+        """Map ``(B, L, C)`` to ``(B, L, D)``; position ``t`` uses steps ``<= t`` only."""
         L = x.shape[1]
         if self.max_len < L:
             raise ValueError(f"window length {L} exceeds max_len={self.max_len}")
-        x = x + self.pos[:L]  # (B, L, D)
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        return self.block(self.in_proj(x) + self.pos[:L])  # (B, L, D)
 
 
 class HybridSignalNet(nn.Module):
@@ -117,14 +92,11 @@ class HybridSignalNet(nn.Module):
         if config.mixer == "gru":
             self.mixer = nn.GRU(config.conv_channels, config.hidden, batch_first=True)
         else:
-            self.mixer = nn.Sequential(
-                nn.Linear(config.conv_channels, config.hidden),
-                AttentionMixer(config.hidden, config.n_heads, config.max_len, config.dropout),
-            )
-        self.head = nn.Sequential(
-            nn.Linear(config.hidden, config.mlp_hidden), nn.GELU(), nn.Dropout(config.dropout),
-            nn.Linear(config.mlp_hidden, config.out_features),
-        )
+            self.mixer = AttentionMixer(config.conv_channels, config.hidden, config.n_heads,
+                                        config.max_len, config.dropout)
+        self.head = build_mlp(MLPConfig(  # hidden -> mlp_hidden -> GELU -> dropout -> out
+            in_features=config.hidden, hidden_sizes=(config.mlp_hidden,),
+            out_features=config.out_features, activation="gelu", dropout=config.dropout))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Causal sequence features: ``(B, L, C)`` -> ``(B, L, hidden)``."""

@@ -1,0 +1,2 @@
+"""Project 5: "Financial Talk -> Plain English", a translator trained on a generated corpus.
+Import from the concept modules."""

@@ -33,3 +33,12 @@ def lesson_pages() -> list[str]:
     """Docnames of the lesson pages (``NN-slug``) and week pages in the table of contents."""
     return [d for d in executable_pages()
             if Path(d).name[:2].isdigit() or Path(d).parent.name == "weeks"]
+
+
+def executed_notebook_path(html: Path, docname: str) -> Path:
+    """The exported notebook that holds the page's outputs: a week's solution notebook (its
+    student notebook has none), else the page's reader notebook."""
+    from notebooks import OUT_DIR, SOLUTIONS_DIR
+
+    solution = html / OUT_DIR / SOLUTIONS_DIR / f"{docname}.ipynb"
+    return solution if solution.is_file() else html / OUT_DIR / f"{docname}.ipynb"

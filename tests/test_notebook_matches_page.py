@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from bs4 import BeautifulSoup, Tag
-from conftest import executable_pages
+from conftest import executable_pages, executed_notebook_path
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
-from notebooks import LITERALINCLUDE_CLASS, OUT_DIR
+from notebooks import LITERALINCLUDE_CLASS
 
 PAGES = executable_pages()
 # A literalinclude in the notebook: its "From `path`:" line, then a fence of three or more `.
@@ -55,8 +55,9 @@ def page(html: Path, docname: str) -> Tag:
 
 @cache
 def markdown(html: Path, docname: str) -> str:
-    """The Markdown cells of the page's reader notebook."""
-    notebook = nbformat.read(html / OUT_DIR / f"{docname}.ipynb", as_version=4)
+    """The Markdown cells of the page's reader notebook (a week's solution notebook: its student
+    notebook leaves the solutions out)."""
+    notebook = nbformat.read(executed_notebook_path(html, docname), as_version=4)
     return "\n\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
 
 

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
-from conftest import BUILD, executable_pages, lesson_pages
+from conftest import BUILD, executable_pages, executed_notebook_path, lesson_pages
 
 PAGE_BUDGET_S = 120
 MODULE1_BUDGET_S = 60
@@ -24,7 +24,7 @@ def test_the_book_has_module_1_and_its_lessons():
 
 @pytest.mark.parametrize("docname", executable_pages())
 def test_every_executable_page_ran_without_errors(html, docname):
-    executed = nbformat.read(html / "_notebooks" / f"{docname}.ipynb", as_version=4)
+    executed = nbformat.read(executed_notebook_path(html, docname), as_version=4)
     code_cells = [c for c in executed.cells if c.cell_type == "code"]
     assert code_cells, f"{docname} has no code cells"
     assert any(c.outputs for c in code_cells), f"{docname} has no outputs at all"

@@ -1,6 +1,11 @@
 """Reader notebooks: a download link and an "Open in Colab" link on every executable page, and a
 stand-alone ``.ipynb`` per page (plus one zip of all of them) written next to the HTML.
 
+The week pages of the course track are assignments (``assignments.py``): each gets a *student
+notebook* (no solution code; the one the page's download link, its Colab link and the zip of all
+notebooks hold) and a *solution notebook* (``solutions/…``, the page with nbgrader's metadata,
+in a separate teacher zip).
+
 The exported notebook is the page as executed by the build, made self-sufficient: a first cell
 installs ``neuralarch`` when it is missing, and MyST-only syntax that Jupyter cannot render becomes
 plain Markdown that reads like the page: ``literalinclude`` shows the excerpt Sphinx's own reader
@@ -21,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
+from assignments import is_assignment, is_assignment_text, solution_notebook, student_notebook
 from book_pages import is_executable
 from docutils import nodes
 from myst_markdown import (
@@ -41,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 OUT_DIR = "_notebooks"
 ZIP_NAME = "neural-architecture-notebooks.zip"
+SOLUTIONS_DIR = "solutions"  # inside OUT_DIR: the solution notebooks of the assignments
+SOLUTIONS_ZIP_NAME = "neural-architecture-solutions.zip"
 SOURCE_REF_ENV = "NEURALARCH_SOURCE_REF"
 LITERALINCLUDE_CLASS = "nb-literalinclude"
 
@@ -64,6 +72,11 @@ def executable_docs(app: Sphinx) -> list[str]:
                   and is_executable(Path(app.env.doc2path(d))))
 
 
+def is_assignment_page(app: Sphinx, docname: str) -> bool:
+    """A week page whose assignment gets a student and a solution notebook."""
+    return is_assignment_text(Path(app.env.doc2path(docname)).read_text(encoding="utf-8"))
+
+
 # ---------------------------------------------------------------- links on the page
 def page_url(app: Sphinx, docname: str) -> str:
     """The page's address in the online book."""
@@ -80,10 +93,17 @@ def add_links(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     if app.builder.format != "html" or not is_executable(Path(app.env.doc2path(docname))):
         return
     up = "../" * docname.count("/")
+    assignment = is_assignment_page(app, docname)
+    download = "Student notebook (.ipynb)" if assignment else "Download notebook (.ipynb)"
+    solution = (
+        f'<a class="nb-solution" href="{up}{OUT_DIR}/{SOLUTIONS_DIR}/{docname}.ipynb" download>'
+        "Solution notebook (.ipynb)</a> · "
+        f'<a class="nb-solutions-zip" href="{up}{OUT_DIR}/{SOLUTIONS_ZIP_NAME}">'
+        "All solutions (.zip)</a> · ") if assignment else ""
     html = (
         '<div class="notebook-links">'
         f'<a class="nb-download" href="{up}{OUT_DIR}/{docname}.ipynb" download>'
-        "Download notebook (.ipynb)</a> · "
+        f"{download}</a> · {solution}"
         f'<a class="nb-colab" href="{colab_url(app, docname)}">Open in Colab</a> · '
         f'<a class="nb-zip" href="{up}{OUT_DIR}/{ZIP_NAME}">All notebooks (.zip)</a></div>'
     )
@@ -178,6 +198,38 @@ def export_notebook(notebook: nbformat.NotebookNode, page: Page, requirement: st
     return reader
 
 
+ASSIGNMENT_INTRO = (
+    "*This notebook is the assignment of a week of the open textbook **Neural Architecture** "
+    "([read it online]({url})). Run the first cell to install the book's package if needed. "
+    "Write your code in the cells that say `# YOUR CODE HERE` (the solution notebook has the "
+    "reference solution there), then run all cells: the cells after each task check your code "
+    "and print the points it earns. The notebook carries the metadata of nbgrader, which "
+    "grades it.*")
+
+
+def export_assignment(notebook: nbformat.NotebookNode, page: Page, requirement: str,
+                      page_url: str) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
+    """Return the (solution, student) notebooks of an executed assignment page."""
+    executed = copy.deepcopy(notebook)
+    page.glue = {**glue_data(executed), **page.glue}
+    executed.cells = [nbformat.v4.new_markdown_cell(ASSIGNMENT_INTRO.format(url=page_url)),
+                      nbformat.v4.new_code_cell(SETUP_SOURCE.format(requirement=requirement)),
+                      *executed.cells]
+
+    def convert(text: str) -> nbformat.NotebookNode:
+        page.attachments = {}
+        cell = nbformat.v4.new_markdown_cell(convert_markdown(text, page))
+        if page.attachments:
+            cell["attachments"] = page.attachments
+        return cell
+
+    executed.metadata.pop("mystnb", None)
+    executed.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                       "name": "python3"}
+    solution = solution_notebook(executed, convert)
+    return solution, student_notebook(solution)
+
+
 def executed_notebook(app: Sphinx, docname: str) -> nbformat.NotebookNode:
     """The page with the outputs of its execution, taken from the execution cache.
 
@@ -230,20 +282,32 @@ def write_notebooks(app: Sphinx, exception: Exception | None) -> None:
     ref = os.environ.get(SOURCE_REF_ENV, app.config.notebooks_source_ref)
     requirement = (f"neuralarch[notebooks] @ git+https://github.com/{app.config.notebooks_repository}"
                    f"@{ref}#subdirectory=code")
-    written, started = [], time.perf_counter()
+    written, solutions, started = [], [], time.perf_counter()
     with lookups_memoised(app.env):
         for docname in executable_docs(app):
-            reader = export_notebook(executed_notebook(app, docname), SphinxPage(app, docname),
-                                     requirement, page_url(app, docname))
+            executed = executed_notebook(app, docname)
             target = out / f"{docname}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
+            if is_assignment(executed):
+                solution, reader = export_assignment(executed, SphinxPage(app, docname),
+                                                     requirement, page_url(app, docname))
+                solution_target = out / SOLUTIONS_DIR / f"{docname}.ipynb"
+                solution_target.parent.mkdir(parents=True, exist_ok=True)
+                nbformat.write(solution, solution_target)
+                solutions.append(solution_target)
+            else:
+                reader = export_notebook(executed, SphinxPage(app, docname), requirement,
+                                         page_url(app, docname))
             nbformat.write(reader, target)
             written.append(target)
-    with zipfile.ZipFile(out / ZIP_NAME, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in written:
-            archive.write(path, path.relative_to(out))
-    logger.info(f"notebooks: wrote {len(written)} reader notebooks and {ZIP_NAME} "
-                f"in {time.perf_counter() - started:.1f} s")
+    for name, paths, base in ((ZIP_NAME, written, out),
+                              (SOLUTIONS_ZIP_NAME, solutions, out / SOLUTIONS_DIR)):
+        with zipfile.ZipFile(out / name, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in paths:
+                archive.write(path, path.relative_to(base))
+    logger.info(f"notebooks: wrote {len(written)} reader notebooks ({len(solutions)} of them "
+                f"assignments, with their solution notebooks), {ZIP_NAME} and "
+                f"{SOLUTIONS_ZIP_NAME} in {time.perf_counter() - started:.1f} s")
 
 
 def setup(app: Sphinx) -> dict:
@@ -254,5 +318,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("doctree-resolved", mark_literalincludes)
     app.connect("build-finished", write_notebooks)
     # env_version: pages built before the literalinclude class existed are written again.
-    return {"version": "1.1", "env_version": 1, "parallel_read_safe": True,
+    return {"version": "1.2", "env_version": 2, "parallel_read_safe": True,
             "parallel_write_safe": True}

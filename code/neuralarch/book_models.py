@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from neuralarch.text.word2vec import shakespeare_word2vec
 from neuralarch.train.artefacts import TrainedModel
 from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
 from neuralarch.vision.texture_net import texture_net
@@ -19,8 +20,9 @@ from neuralarch.vision.texture_net import texture_net
 SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
     "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05
     "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
-    "mnist-vit": mnist_vit,  # lesson 4.4
+    "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3
     "texture-net": texture_net,  # the style-transfer lesson, week 05
+    "shakespeare-word2vec": shakespeare_word2vec,  # the NLP lessons, week 06
 }
 
 

@@ -287,3 +287,59 @@ def test_the_torch_map_refuses_other_modules_and_missing_keys():
         to_torch_state(nn.Linear(2, 2))
     with pytest.raises(KeyError, match="in_proj_weight"):
         load_torch_state(MultiHeadAttention(8, 2), {})
+
+
+# --- added with lessons 5.2 and 5.3 ---------------------------------------------------------
+
+def test_a_query_with_no_allowed_key_gives_nan_in_its_own_row_only():
+    q, k, v = qkv((2, 4, 3), (2, 5, 3), 3)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[2] = False  # query 2 may see nothing: its softmax is 0 / 0
+    out, weights = attention(q, k, v, mask)
+    assert torch.isnan(out[:, 2]).all() and torch.isnan(weights[:, 2]).all()
+    keep = [0, 1, 3]
+    assert not torch.isnan(out[:, keep]).any()
+    torch.testing.assert_close(out[:, keep], F.scaled_dot_product_attention(q, k, v, mask)[:, keep])
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 2.5])
+def test_attention_scale_argument_equals_sdpa(scale):
+    q, k, v = qkv((2, 3, 6, 5), (2, 3, 4, 5), 2)
+    torch.testing.assert_close(attention(q, k, v, scale=scale)[0],
+                               F.scaled_dot_product_attention(q, k, v, scale=scale))
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive"])
+def test_attention_mask_broadcasts_over_batch_and_heads(mask_kind):
+    q, k, v = qkv((3, 2, 5, 4), (3, 2, 6, 4), 4)
+    gen = generator(8)
+    mask = (torch.rand(3, 1, 5, 6, generator=gen) < 0.7) if mask_kind == "bool" else \
+        torch.randn(1, 2, 5, 6, generator=gen, dtype=torch.float64)
+    if mask_kind == "bool":
+        mask[..., 0] = True
+    torch.testing.assert_close(attention(q, k, v, mask)[0],
+                               F.scaled_dot_product_attention(q, k, v, mask))
+
+
+def test_additive_mask_and_key_padding_combine_like_torch():
+    ref = randomise(nn.MultiheadAttention(12, 3, batch_first=True), seed=9)
+    ours = MultiHeadAttention(12, 3)
+    load_torch_state(ours, ref.state_dict())
+    gen = generator(10)
+    query, memory = torch.randn(2, 5, 12, generator=gen), torch.randn(2, 7, 12, generator=gen)
+    bias = torch.randn(5, 7, generator=gen)  # an additive (T, S) mask: same meaning in both
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[0, 4:] = True
+    out, weights = ours(query, memory, attn_mask=bias, key_padding_mask=padding,
+                        need_weights=True)
+    ref_out, ref_weights = ref(query, memory, memory, attn_mask=bias,
+                               key_padding_mask=padding.float().masked_fill(padding, -math.inf))
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(weights, ref_weights)
+    assert (weights[0, :, 4:] == 0).all(), "padding keys receive no weight"
+
+
+def test_parameter_count_does_not_depend_on_heads():
+    counts = {heads: sum(p.numel() for p in MultiHeadAttention(24, heads).parameters())
+              for heads in (1, 2, 3, 4, 6, 8)}
+    assert set(counts.values()) == {4 * 24 * 24 + 4 * 24}

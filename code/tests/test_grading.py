@@ -50,3 +50,20 @@ def test_bad_rubrics_and_checks_are_rejected():
         rubric.check("task C", "x", 1, True)
     with pytest.raises(ValueError, match="more than its 2"):
         rubric.check("task B", "x", 3, True)
+
+
+def test_graded_reports_the_last_checks_as_nbgrader_partial_credit():
+    from neuralarch.course.grading import CHECKS_MIME
+
+    rubric = make()
+    rubric.check("task A", "a", 1, True)
+    rubric.check("task A", "b", 2, False, "wrong value")
+    rubric.check("task B", "c", 2, True)
+    cell = rubric.graded(2)
+    assert (cell.earned, cell.points, repr(cell)) == (2, 4, "2")
+    bundle = cell._repr_mimebundle_()
+    assert bundle["text/plain"] == "2"
+    assert [c["description"] for c in bundle[CHECKS_MIME]["checks"]] == ["b", "c"]
+    assert bundle[CHECKS_MIME]["checks"][0]["detail"] == "wrong value"
+    with pytest.raises(ValueError, match="3 checks were recorded"):
+        rubric.graded(4)

@@ -1,4 +1,11 @@
-"""Automatic checks with points for the course track's assignments."""
+"""Automatic checks with points for the course track's assignments.
+
+The rubric is the one source of the points: a week page declares its tasks with their points and
+records each check with its own points. The assignment notebooks the book exports for nbgrader
+(Jupyter's assignment system) make every cell that records checks a *grade cell* worth the points
+of its checks, ending with :meth:`Rubric.graded`, whose output is what nbgrader credits the cell
+(see ``neuralarch.course.grade``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,29 @@ class CheckResult:
     points: int
     passed: bool
     detail: str = ""
+
+
+CHECKS_MIME = "application/vnd.neuralarch.checks+json"
+
+
+@dataclass
+class CellGrade:
+    """The points a grade cell's checks earned: shown as the bare number (nbgrader reads a numeric
+    result as the cell's partial credit), with the checks themselves as JSON for the grader's
+    report."""
+
+    earned: int
+    points: int
+    results: list[CheckResult]
+
+    def __repr__(self) -> str:
+        return str(self.earned)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        checks = [{"task": r.task, "description": r.description, "points": r.points,
+                   "passed": r.passed, "detail": r.detail} for r in self.results]
+        return {"text/plain": str(self.earned),
+                CHECKS_MIME: {"earned": self.earned, "points": self.points, "checks": checks}}
 
 
 @dataclass
@@ -51,6 +81,15 @@ class Rubric:
         result = CheckResult(task, description, points, passed, detail)
         self.results.append(result)
         return result
+
+    def graded(self, checks: int) -> CellGrade:
+        """The last ``checks`` results (one grade cell's checks) and the points they earned."""
+        if not 0 < checks <= len(self.results):
+            raise ValueError(f"a grade cell with {checks} checks, but {len(self.results)} "
+                             "checks were recorded")
+        mine = self.results[-checks:]
+        return CellGrade(sum(r.points for r in mine if r.passed), sum(r.points for r in mine),
+                         mine)
 
     def score(self) -> int:
         """Points earned by the checks that passed."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from neuralarch.projects.translator.models import gru_translator, transformer_translator
 from neuralarch.text.word2vec import shakespeare_word2vec
 from neuralarch.train.artefacts import TrainedModel
 from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
@@ -23,6 +24,8 @@ SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
     "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3
     "texture-net": texture_net,  # the style-transfer lesson, week 05
     "shakespeare-word2vec": shakespeare_word2vec,  # the NLP lessons, week 06
+    "translator-gru": gru_translator,  # lesson 5.6
+    "translator-transformer": transformer_translator,  # lesson 5.6
 }
 
 

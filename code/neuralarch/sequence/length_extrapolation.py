@@ -5,7 +5,7 @@ Introduced in lesson 5.4 (``m05-l04``). A tiny causal transformer built from
 tokens and output, at every position ``t``, the token seen ``lag`` steps earlier. The task needs
 relative position and nothing else, and it is equally hard at every position and every length,
 so any loss of accuracy on sequences longer than the training length comes from the positional
-encoding (one of :data:`ENCODINGS`), not from the data.
+encoding (one of ``ENCODINGS``), not from the data.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class PositionalTransformer(nn.Module):
 
     @property
     def max_len(self) -> int | None:
-        """The longest input this model can read (None: any length)."""
+        """Longest input length the model accepts; None when any length works."""
         return getattr(self.position, "max_len", None)
 
     def forward_with_attention(self, tokens: torch.Tensor,

@@ -190,7 +190,7 @@ class RNN(_RecurrentLayer):
         return f"RNN_{self.nonlinearity.upper()}"
 
     def step(self, x: torch.Tensor, state: State, weights: tuple) -> State:
-        """One Elman step (see :func:`rnn_cell`)."""
+        """One Elman step (see :func:`~neuralarch.sequence.recurrent_cells.rnn_cell`)."""
         return (rnn_cell(x, state[0], *weights, nonlinearity=self.nonlinearity),)
 
 
@@ -201,7 +201,7 @@ class LSTM(_RecurrentLayer):
     n_states = 2
 
     def step(self, x: torch.Tensor, state: State, weights: tuple) -> State:
-        """One LSTM step (see :func:`lstm_cell`)."""
+        """One LSTM step (see :func:`~neuralarch.sequence.recurrent_cells.lstm_cell`)."""
         return lstm_cell(x, (state[0], state[1]), *weights)
 
 
@@ -211,7 +211,7 @@ class GRU(_RecurrentLayer):
     cell_type = "GRU"
 
     def step(self, x: torch.Tensor, state: State, weights: tuple) -> State:
-        """One GRU step (see :func:`gru_cell`)."""
+        """One GRU step (see :func:`~neuralarch.sequence.recurrent_cells.gru_cell`)."""
         return (gru_cell(x, state[0], *weights),)
 
 

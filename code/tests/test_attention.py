@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from randomised import generator, randomise
 from torch import nn
 
 from neuralarch.layers.attention import MultiHeadAttention, attention, causal_mask, combine_masks
@@ -17,20 +18,6 @@ from neuralarch.layers.transformer import (
     to_torch_state,
     torch_layer,
 )
-
-
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter random values, so that no test passes thanks to a zero or a one."""
-    gen = generator(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=gen) + 0.1)
-    return module
-
 
 # --- scaled dot-product attention -----------------------------------------------------------
 

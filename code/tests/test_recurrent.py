@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import randomised
 import torch
+from randomised import generator
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -23,17 +25,10 @@ LAYERS = [(RNN, {"nonlinearity": "tanh"}), (RNN, {"nonlinearity": "relu"}), (LST
 LAYER_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
 
 
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
 
 def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights of both signs and a non-zero mean: no test passes thanks to symmetry."""
-    gen = generator(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(0.4 * torch.randn(parameter.shape, generator=gen) + 0.05)
-    return module
+    return randomised.randomise(module, seed, scale=0.4, shift=0.05)
 
 
 def assert_same_grads(ours: nn.Module, theirs: nn.Module) -> None:

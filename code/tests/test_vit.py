@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from randomised import generator, randomise
 from torch import nn
 
 from neuralarch.config import ConfigError
@@ -23,17 +24,6 @@ from neuralarch.vision.vit import (
 TINY = dict(image_size=12, patch_size=4, in_channels=2, num_classes=3, dim=16, depth=2, heads=2)
 
 
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter random values, so that no test passes thanks to a zero or a one."""
-    gen = generator(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=gen) + 0.1)
-    return module
 
 
 # --- patches and positions ------------------------------------------------------------------

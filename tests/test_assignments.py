@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import re
 import subprocess
 import sys
 import time
@@ -163,26 +162,50 @@ def substantial_lines(source: str) -> set[str]:
     return lines
 
 
+def public_lines(solution: nbformat.NotebookNode) -> set[str]:
+    """Lines the page shows to everybody: every cell of the solution notebook except the
+    reference code between BEGIN and END SOLUTION (and markdown answers to exercises)."""
+    lines, inside = set(), False
+    for cell in solution.cells:
+        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
+            continue
+        for line in cell.source.splitlines():
+            if line.strip() in (BEGIN_SOLUTION, END_SOLUTION):
+                inside = line.strip() == BEGIN_SOLUTION
+            elif not inside:
+                lines.add(line.strip())
+    return lines
+
+
 @pytest.mark.parametrize("docname", ASSIGNMENTS)
 def test_the_student_notebook_holds_no_solution_code(html, docname):
     student, solution = notebooks(html, docname)
-    page = (ROOT / f"{docname}.md").read_text(encoding="utf-8")
-    # Text the page shows outside its solutions (task statements, skeletons, checks) is fair.
-    public = "\n".join(c.source for c in student.cells)
-    allowed = {line.strip() for line in re.sub(
-        r"```\{code-cell\}[^\n]*\n:tags: \[hide-input\]\n# Reference solution.*?\n```", "",
-        re.sub(r"(:{3,})\{dropdown\} Reference solution.*?\n\1\n", "", page, flags=re.DOTALL),
-        flags=re.DOTALL).splitlines()}
+    shown = {line.strip() for cell in student.cells for line in cell.source.splitlines()}
+    # a line of the reference solution that the page also shows outside it (a check, a task
+    # statement, a skeleton) gives nothing away
+    allowed = public_lines(solution)
     leaks = {}
     definitions = solution_definitions(solution)
     assert definitions, f"{docname}: no reference solution found"
     for name, source in definitions.items():
-        leaked = sorted(line for line in substantial_lines(source) - allowed if line in public)
+        leaked = sorted((substantial_lines(source) & shown) - allowed)
         if leaked:
             leaks[name] = leaked[:3]
     assert not leaks, f"{docname}: the student notebook shows the reference solution: {leaks}"
+    public = "\n".join(c.source for c in student.cells)
     assert BEGIN_SOLUTION not in public and "BEGIN MARK SCHEME" not in public
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+
+
+def test_the_leak_scan_finds_a_leaked_solution(html):
+    """The scan above can fail: a student notebook with a solution cell's code in it leaks."""
+    solution = notebooks(html, ASSIGNMENTS[0])[1]
+    cell_id, code = next(iter(reference_code(solution).items()))
+    lines = substantial_lines(code) - public_lines(solution)
+    assert lines, "the first reference solution has no line of its own"
+    leaky = submission(html, ASSIGNMENTS[0], {cell_id: code})
+    shown = {line.strip() for cell in leaky.cells for line in cell.source.splitlines()}
+    assert lines & shown
 
 
 @pytest.mark.parametrize("docname", ASSIGNMENTS)

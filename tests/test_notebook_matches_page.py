@@ -25,8 +25,9 @@ PAGES = executable_pages()
 NOTEBOOK_INCLUDE = re.compile(r"^From `[^`\n]+`:\n\n(?P<fence>`{3,})[\w+-]*\n"
                               r"(?P<code>.*?)\n(?P=fence)$", re.MULTILINE | re.DOTALL)
 MYST_DIRECTIVE = re.compile(r"^(:{3,}|`{3,})\{.*$", re.MULTILINE)
-MYST_INLINE = re.compile(r"\{glue|\{[\w:-]+\}`[^`]*`|^:label:.*$|^\([\w:-]+\)=\s*$|^\$\$\s*\(.*$",
-                         re.MULTILINE)
+# roles (not inside a code span), label lines, and "$$ (label)" on one line
+MYST_INLINE = re.compile(r"\{glue|(?<!`)\{[\w:-]+\}`[^`]*`|^:label:.*$|^\([\w:-]+\)=\s*$"
+                         r"|^\$\$[ \t]*\(.*$", re.MULTILINE)
 CODE_BLOCK = re.compile(r"^(?P<fence>`{3,})[\w+-]*\n.*?\n(?P=fence)$", re.MULTILINE | re.DOTALL)
 # Sphinx's MathJax output wraps a formula with line breaks (\\) in a split environment.
 SPLIT = re.compile(r"^\s*\\begin\{split\}(?P<tex>.*)\\end\{split\}\s*$", re.DOTALL)

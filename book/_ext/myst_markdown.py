@@ -8,6 +8,7 @@ role's own text; ``notebooks.SphinxPage`` asks the build's domains).
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from sphinx.util.nodes import split_explicit_title
 # ---------------------------------------------------------------- MyST → plain Markdown
 FENCE_OPEN = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*)$")
 OPTION = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*)$")
-ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
+ROLE = re.compile(r"(?<!`)\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")  # not inside a code span
 LABEL_TARGET = re.compile(r"^\([\w:-]+\)=\s*$")
 MATH_END_LABEL = re.compile(r"^\$\$\s*\((?P<label>[\w:-]+)\)\s*$")  # "$$ (label)" ends a block
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
@@ -108,7 +109,9 @@ def render_role(match: re.Match, page: Page) -> str:
         text = page.glue.get(key, {}).get("text/plain")
         if text is None:
             return f"`{key}`"
-        return format_plain_text(text, spec) if role == "glue:text" else str(text)
+        # the page shows the value as plain text: in Markdown, "<unk>" would be an HTML tag
+        return html.escape(format_plain_text(text, spec) if role == "glue:text" else str(text),
+                           quote=False)
     if role == "math":
         return f"${body}$"
     explicit, title, target = split_explicit_title(body)  # "text <target>", as Sphinx reads it

@@ -16,11 +16,15 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
 def _lint_imports(code_dir: Path) -> subprocess.CompletedProcess[str]:
-    """Run lint-imports in ``code_dir``, which holds ``.importlinter`` and ``neuralarch/``."""
+    """Run lint-imports in ``code_dir``, which holds ``.importlinter`` and ``neuralarch/``;
+    the result's stdout has its white space folded."""
     # lint-imports puts its working directory first on sys.path, so it analyses the package
     # found there, not the installed one.
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=code_dir,
-                          capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=code_dir,
+                            capture_output=True, text=True, timeout=120, check=False)
+    # lint-imports wraps long contract names to the terminal's width: read it as one line
+    result.stdout = " ".join(result.stdout.split())
+    return result
 
 
 def _contract_names() -> dict[str, str]:

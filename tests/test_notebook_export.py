@@ -184,7 +184,7 @@ def test_pages_import_only_what_a_reader_notebook_installs(docname):
     requirements = project["dependencies"] + project["optional-dependencies"]["notebooks"]
     distributions = {re.split(r"[<>=\[ ]", r)[0].lower() for r in requirements}
     import_names = {"myst-nb": "myst_nb", "ipykernel": "IPython", "pyyaml": "yaml",
-                    "scikit-learn": "sklearn"}
+                    "scikit-learn": "sklearn", "torch-geometric": "torch_geometric"}
     allowed = ({import_names.get(d, d) for d in distributions} | set(sys.stdlib_module_names)
                | {"neuralarch", "IPython", "mpl_toolkits"})
     page = ROOT / f"{docname}.md"

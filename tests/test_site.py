@@ -15,6 +15,7 @@ from conftest import BUILD, executable_pages, executed_notebook_path, lesson_pag
 PAGE_BUDGET_S = 120
 MODULE1_BUDGET_S = 60
 MEDIAN_BUDGET_S = 20
+COLD_BOOK_BUDGET_S = 30 * 60  # DESIGN.md: shared models + pages from an empty cache, wall clock
 
 
 def test_the_book_has_module_1_and_its_lessons():
@@ -58,6 +59,9 @@ def execution_report() -> dict:
 def test_pages_execute_within_the_time_budget(html):
     report = execution_report()
     assert not report["failures"], report["failures"]
+    assert not report["trained_in_pages"], (
+        f"pages trained the shared models {report['trained_in_pages']} themselves: list them in "
+        "neuralarch.book_models so the build trains them before the pages")
     times = {row["page"].removesuffix(".md"): row["seconds"] for row in report["pages"]}
     missing = set(executable_pages()) - set(times)
     assert not missing, f"no execution record for {sorted(missing)}"
@@ -65,6 +69,14 @@ def test_pages_execute_within_the_time_budget(html):
         budget = MODULE1_BUDGET_S if "/m01-" in docname else PAGE_BUDGET_S
         assert seconds <= budget, f"{docname} took {seconds:.0f} s (budget {budget} s)"
     assert statistics.median(times.values()) <= MEDIAN_BUDGET_S
+
+
+def test_a_cold_build_stays_within_the_book_budget(html):
+    cold = execution_report()["cold"]
+    assert cold is not None, "no cold build recorded: run `make clean book` once"
+    assert cold["total"] <= COLD_BOOK_BUDGET_S, (
+        f"the cold book took {cold['total']:.0f} s (models {cold['models']:.0f} s, pages "
+        f"{cold['pages']:.0f} s); the budget is {COLD_BOOK_BUDGET_S} s")
 
 
 def test_the_execution_status_page_shows_the_report(html):

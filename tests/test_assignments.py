@@ -77,6 +77,9 @@ winner = "cnn" if winner == "tfidf" else "tfidf"  # deliberately wrong: the verd
 def my_sample_next(logits, temperature, generator=None):  # deliberately wrong: 0.01+ acts as 1
     return sample_next(logits, temperature if temperature < 0.01 else 1.0, generator)''',
                "at temperature 0.7 the draws follow softmax(z / 0.7)", 5),
+    "week08": ("task2-solution-1", '''
+verdict = "pretrained" if verdict != "pretrained" else "scratch"  # deliberately wrong: flipped''',
+               "verdict agrees with the 95 % interval over seeds", 10),
 }
 
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from neuralarch.lm.classifier import sentiment_classifiers
+from neuralarch.lm.micro_gemini import micro_gemini, nanogpt_baseline
 from neuralarch.projects.translator.models import gru_translator, transformer_translator
 from neuralarch.text.word2vec import shakespeare_word2vec
 from neuralarch.train.artefacts import TrainedModel
 from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
 from neuralarch.vision.texture_net import texture_net
 
+# Listed longest first, so that two workers finish together (the language models take ~3 min).
 SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
+    "micro-gemini": micro_gemini,  # lessons 6.6, week 08, `python -m neuralarch.lm.generate`
+    "nanogpt-baseline": nanogpt_baseline,  # lesson 6.6's baseline, trained side by side
+    "w08-sentiment-classifiers": sentiment_classifiers,  # week 08 (fine-tunes micro-gemini)
     "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05
     "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
     "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3

@@ -6,6 +6,8 @@ decoder block, or an encoder-decoder block (with ``cross_attention=True``), pre-
 post-norm. :func:`to_torch_state` / :func:`load_torch_state` are the one place that knows how
 our named projections map onto ``nn.MultiheadAttention`` and ``nn.Transformer*Layer``, whose
 query, key and value weights are stacked in one matrix; tests and pages both use them.
+:class:`SwiGLU`, the gated feed-forward of Llama-style decoders, was added in lesson 6.1
+(``m06-l01``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuralarch.layers.attention import MultiHeadAttention, Rotary
@@ -35,6 +38,28 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.drop(self.act(self.up(x))))
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward of Shazeer (2020): ``down(silu(gate(x)) * up(x))``.
+
+    Two input projections of width ``hidden``: ``gate_proj`` passes through SiLU (Swish) and
+    multiplies ``up_proj`` element by element, so the network learns which features to let
+    through. With three matrices instead of two, ``hidden`` is usually about 8/3 of ``dim``
+    (instead of 4x) to keep the parameter count of a plain MLP.
+    """
+
+    def __init__(self, dim: int, hidden: int, bias: bool = False) -> None:
+        super().__init__()
+        if dim <= 0 or hidden <= 0:
+            raise ValueError(f"dim and hidden must be positive, got {dim} and {hidden}")
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)  # (.., D) -> (.., hidden)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)  # back to the residual width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (.., D) to (.., D)."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (.., hidden) gated
 
 
 class TransformerBlock(nn.Module):

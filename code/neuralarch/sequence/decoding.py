@@ -140,25 +140,56 @@ def greedy_decode(model: Seq2SeqModel, src: torch.Tensor,
                                pick=lambda logp: logp.argmax(dim=-1))
 
 
+def check_top_k_top_p(top_k: int | None, top_p: float | None) -> None:
+    """Raise a ValueError unless top_k is None or an int >= 1 and top_p None or in (0, 1]."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                              or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+
+
+def filter_logits(scores: torch.Tensor, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf every score (..., V) outside the top k and outside the top-p nucleus.
+
+    Top-k keeps the ``k`` largest scores of each row. Top-p (nucleus sampling, Holtzman et al.,
+    2020) keeps the smallest set of most likely tokens whose probability reaches ``p``: a token
+    is dropped when the tokens ranked above it already hold ``p`` of the mass. Added in lesson
+    6.4 (``m06-l04``) for the language model's sampler; both filters apply when both are given.
+    """
+    check_top_k_top_p(top_k, top_p)
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)  # (..., V)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above
+        drop_sorted = mass_before >= top_p  # the first token always stays (mass_before = 0)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        scores = scores.masked_fill(drop, float("-inf"))
+    return scores
+
+
 def sample(model: Seq2SeqModel, src: torch.Tensor, src_padding_mask: torch.Tensor | None,
            bos_id: int, eos_id: int, max_len: int, temperature: float = 1.0,
-           top_k: int | None = None, generator: torch.Generator | None = None) -> Decoded:
+           top_k: int | None = None, generator: torch.Generator | None = None,
+           top_p: float | None = None) -> Decoded:
     """Draw each next token from softmax(logits / temperature), optionally from the top k only.
+
+    ``top_p`` (optional) samples from the nucleus of :func:`filter_logits` instead.
 
     The returned ``log_probs`` are under the model itself (temperature 1), so samples drawn at
     different temperatures can be compared; ``generator`` makes the draws reproducible.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (use greedy_decode for 0), got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    check_top_k_top_p(top_k, top_p)
 
     def pick(logp: torch.Tensor) -> torch.Tensor:
         scaled = logp / temperature  # (B, V): T < 1 sharpens, T > 1 flattens
-        if top_k is not None and top_k < scaled.shape[-1]:
-            kth = scaled.topk(top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        probs = torch.softmax(scaled, dim=-1)
+        probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
     return decode_step_by_step(model, src, src_padding_mask, bos_id, eos_id, max_len, pick)

@@ -68,7 +68,7 @@ class KVCache:
 
     @property
     def offset(self) -> int:
-        """Positions already cached by the first layer: where the next forward pass starts."""
+        """Positions already cached by the first layer, where the next forward pass starts."""
         return self.lengths[0]
 
     def reset(self) -> None:

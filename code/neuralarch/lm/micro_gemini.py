@@ -61,7 +61,10 @@ class _CarriesExtras:
 
 
 class MicroGemini(_CarriesExtras, DecoderLM):
-    """The book's :class:`DecoderLM` plus its tokenizer and training history (``extras``)."""
+    """The book's :class:`~neuralarch.lm.model.DecoderLM`, its tokenizer and training history.
+
+    Both are kept in ``extras`` and saved inside the state dict, so the cached file holds them.
+    """
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__(config)

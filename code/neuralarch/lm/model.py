@@ -111,7 +111,7 @@ class LMConfig(ArchConfig):
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> LMConfig:
-        """A named shape from :data:`PRESETS` ("tiny", "llama-3.2-1b", "gpt2-small-shape")."""
+        """A named shape from ``PRESETS`` ("tiny", "llama-3.2-1b", "gpt2-small-shape")."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **changes})

@@ -31,6 +31,7 @@ from torch import nn
 from neuralarch.config import ArchConfig
 from neuralarch.lm.micro_gemini import micro_gemini
 from neuralarch.lm.model import DecoderLM, LMConfig
+from neuralarch.lm.pretrain import optimizer_step
 from neuralarch.text.sentiment import SentimentSplit, length_batches, split_sentiment
 from neuralarch.train.artefacts import TrainedModel, cached_model
 
@@ -171,12 +172,7 @@ def finetune(model: LMClassifier, train: Encoded, val: Encoded,
                 lengths = train.lengths[batch]
                 logits = model(train.ids[batch][:, :int(lengths.max())], lengths)  # (b, C)
                 loss = F.cross_entropy(logits, train.labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                optimizer_step(model, loss, optimizer, scheduler, config.grad_clip)
                 losses.append(loss.item())
             result.seconds += time.perf_counter() - started
             val_acc = accuracy(model, val)

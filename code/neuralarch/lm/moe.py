@@ -40,6 +40,7 @@ from neuralarch.lm.pretrain import (
     lm_loss,
     make_optimizer,
     make_scheduler,
+    optimizer_step,
     validation_loss,
 )
 from neuralarch.lm.shards import RandomWindowSampler
@@ -269,12 +270,7 @@ def train_moe_lm(model: nn.Module, train_tokens: np.ndarray, val_tokens: np.ndar
         x, y = sampler.next_batch()  # (B, T) each
         task = lm_loss(model(x), y)
         loss = task + moe_aux_loss(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(model, loss, optimizer, scheduler, config.grad_clip)
         result.seconds += time.perf_counter() - started
         window.append(task.item())
         if layers:

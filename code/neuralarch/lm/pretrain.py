@@ -120,6 +120,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
                                 min_lr=config.min_lr_ratio * config.lr)
 
 
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, grad_clip: float | None) -> None:
+    """One update: clear the gradients, backpropagate ``loss``, clip, step, advance the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy in nats: logits (B, T, V), targets (B, T)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -194,12 +205,7 @@ def pretrain(model: nn.Module, train_tokens: np.ndarray, val_tokens: np.ndarray,
     while step < last:
         x, y = sampler.next_batch()  # (B, T) each
         loss = lm_loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(model, loss, optimizer, scheduler, config.grad_clip)
         step += 1
         window.append(loss.item())
         if callback is not None:

@@ -22,7 +22,7 @@ from neuralarch.vision.texture_net import texture_net
 
 # Listed longest first, so that two workers finish together (the language models take ~3 min).
 SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
-    "micro-gemini": micro_gemini,  # lessons 6.6, week 08, `python -m neuralarch.lm.generate`
+    "micro-gemini": micro_gemini,  # 6.6, week 08, the MoE lesson, `neuralarch.lm.generate`
     "nanogpt-baseline": nanogpt_baseline,  # lesson 6.6's baseline, trained side by side
     "w08-sentiment-classifiers": sentiment_classifiers,  # week 08 (fine-tunes micro-gemini)
     "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05

@@ -230,11 +230,13 @@ def execute_book(root: Path, build: Path, jobs: int, timeout: int, models: bool)
 
 
 def run_models(jobs: int) -> list[dict]:
-    """Train the book's shared models, ``jobs`` at a time (each trains on one thread)."""
-    from neuralarch.book_models import SHARED_MODELS, prepare
+    """Train the book's shared models: the whole-machine ones alone, then ``jobs`` at a time."""
+    from neuralarch.book_models import SHARED_MODELS, WHOLE_MACHINE, prepare
 
+    rest = [name for name in SHARED_MODELS if name not in WHOLE_MACHINE]
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        rows = list(pool.map(prepare, SHARED_MODELS))
+        rows = [pool.submit(prepare, name).result() for name in WHOLE_MACHINE]  # one at a time
+        rows += list(pool.map(prepare, rest))  # one thread each (cached_model's default)
     for row in rows:
         state = "trained" if row["trained_now"] else "loaded"
         print(f"model {row['name']}: {state} ({row['seconds']:.1f} s to train)", flush=True)

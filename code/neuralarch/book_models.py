@@ -1,8 +1,9 @@
 """The trained models that the book's pages share, listed so a build can train them first.
 
 ``make book`` trains every model here in its own step before any page executes (see
-``tools/execute_book.py``), two at a time on a 2-core machine, so that a page's execution time
-is its own and no two pages wait on the same training. Each entry is the exact call a page
+``tools/execute_book.py``), so that a page's execution time is its own and no two pages wait
+on the same training: first the models of :data:`WHOLE_MACHINE`, one at a time on every core,
+then the others two at a time on a 2-core machine, one thread each. Each entry is the exact call a page
 makes; :func:`~neuralarch.train.artefacts.cached_model` keys the file on the recipe and the
 code, so the pages then load what this step wrote. A page that asks for a model missing here
 still works (it trains the model itself, under a lock); the build report names such models.
@@ -20,7 +21,11 @@ from neuralarch.train.artefacts import TrainedModel
 from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
 from neuralarch.vision.texture_net import texture_net
 
-# Listed longest first, so that two workers finish together (the language models take ~3 min).
+# Trained one at a time before the others: their recipes train on every core (``threads``),
+# because lesson 6.6 races them against each other in a fixed budget of the 2-core machine.
+WHOLE_MACHINE = ("micro-gemini", "nanogpt-baseline")
+
+# Listed longest first, so that two workers finish together.
 SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
     "micro-gemini": micro_gemini,  # 6.6, week 08, the MoE lesson, `neuralarch.lm.generate`
     "nanogpt-baseline": nanogpt_baseline,  # lesson 6.6's baseline, trained side by side

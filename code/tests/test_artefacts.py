@@ -203,3 +203,26 @@ def test_two_processes_asking_at_once_train_the_model_once(tmp_path):
     assert sorted(trained for trained, _ in answers) == ["False", "True"]  # one trained, one loaded
     assert answers[0][1] == answers[1][1]  # identical weights
     assert [r["name"] for r in artefacts.training_log(tmp_path / "cache")] == ["slow"]
+
+
+class WideLineConfig(LineConfig):
+    """A recipe that asks for two training threads."""
+
+    threads: int = Field(2, ge=1)
+
+
+def test_a_recipe_may_ask_for_more_threads_and_they_enter_the_key(tmp_path):
+    torch.set_num_threads(1)
+    wide = cached_model("line", WideLineConfig(), build, train, root=tmp_path)
+    assert wide.metrics["threads"] == 2 and torch.get_num_threads() == 1  # restored after
+    narrow = cached_model("line", WideLineConfig(threads=1), build, train, root=tmp_path)
+    assert narrow.trained_now and narrow.path != wide.path and narrow.metrics["threads"] == 1
+
+
+def test_training_threads_rejects_a_bad_count():
+    assert artefacts.training_threads(LineConfig()) == 1
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        artefacts.training_threads(WideLineConfig.model_construct(threads=0))
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with artefacts.cpu_threads(0):
+            pass

@@ -330,3 +330,27 @@ def test_parameter_count_does_not_depend_on_heads():
     counts = {heads: sum(p.numel() for p in MultiHeadAttention(24, heads).parameters())
               for heads in (1, 2, 3, 4, 6, 8)}
     assert set(counts.values()) == {4 * 24 * 24 + 4 * 24}
+
+
+@pytest.mark.parametrize("kv_heads, causal, masks", [(4, False, False), (2, True, False),
+                                                     (1, False, True), (2, True, True)])
+def test_fused_multi_head_attention_equals_the_books(kv_heads, causal, masks):
+    torch.manual_seed(3)
+    book = MultiHeadAttention(16, 4, kv_heads=kv_heads, causal=causal)
+    fused = MultiHeadAttention(16, 4, kv_heads=kv_heads, causal=causal, fused=True)
+    fused.load_state_dict(book.state_dict())
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    kwargs = {}
+    if masks:
+        kwargs = {"attn_mask": torch.randn(6, 6),  # an additive bias
+                  "key_padding_mask": torch.tensor([[False] * 6, [False] * 4 + [True] * 2])}
+    out_book, _ = book(x, **kwargs)
+    out_fused, none = fused(x, **kwargs)
+    assert none is None
+    torch.testing.assert_close(out_fused, out_book, atol=1e-6, rtol=1e-5)
+    grad_book, = torch.autograd.grad(out_book.square().sum(), x)
+    grad_fused, = torch.autograd.grad(out_fused.square().sum(), x)
+    torch.testing.assert_close(grad_fused, grad_book, atol=1e-5, rtol=1e-5)
+    _, weights = fused(x, need_weights=True, **kwargs)  # weights asked for: the book's path
+    _, expected = book(x, need_weights=True, **kwargs)
+    torch.testing.assert_close(weights, expected)

@@ -26,6 +26,7 @@ SMALL = dict(vocab_size=37, dim=24, n_layers=2, n_heads=4, ffn_dim=40, max_seq_l
 @pytest.mark.parametrize("changes", [
     {}, {"n_kv_heads": 2}, {"n_kv_heads": 1, "tie_embeddings": False},
     {"n_heads": 2, "dim": 32, "ffn_dim": 20, "n_layers": 3, "rope_base": 500.0},
+    {"n_kv_heads": 2, "fused_attention": True},
 ])
 def test_matches_hugging_face_llama(changes: dict) -> None:
     config = LMConfig(**{**SMALL, **changes})
@@ -76,10 +77,11 @@ def test_tied_embeddings_share_one_tensor() -> None:
     assert untied.lm_head.weight is not untied.embed.weight
 
 
-@pytest.mark.parametrize("n_kv_heads", [None, 2])
-def test_causal_mask_future_tokens_do_not_change_past_logits(n_kv_heads: int | None) -> None:
+@pytest.mark.parametrize("n_kv_heads, fused", [(None, False), (2, False), (2, True)])
+def test_causal_mask_future_tokens_do_not_change_past_logits(n_kv_heads: int | None,
+                                                             fused: bool) -> None:
     torch.manual_seed(1)
-    model = DecoderLM(LMConfig(**SMALL, n_kv_heads=n_kv_heads)).eval()
+    model = DecoderLM(LMConfig(**SMALL, n_kv_heads=n_kv_heads, fused_attention=fused)).eval()
     tokens = torch.randint(0, 37, (2, 16))
     with torch.no_grad():
         base = model(tokens)

@@ -128,14 +128,21 @@ def test_sampler_does_not_touch_the_global_generator():
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("n, context, max_windows, windows", [(101, 10, None, 10),
-                                                              (100, 10, None, 9),
-                                                              (101, 10, 3, 3)])
-def test_sequential_windows_cover_the_split_once(n, context, max_windows, windows):
-    x, y = sequential_windows(np.arange(n), context, max_windows)
+@pytest.mark.parametrize("n, context, windows", [(101, 10, 10), (100, 10, 9)])
+def test_sequential_windows_cover_the_split_once(n, context, windows):
+    x, y = sequential_windows(np.arange(n), context)
     assert x.shape == (windows, context)
     torch.testing.assert_close(x.reshape(-1), torch.arange(windows * context))
     torch.testing.assert_close(y, x + 1)
+
+
+def test_fewer_windows_are_spread_over_the_whole_split():
+    x, y = sequential_windows(np.arange(101), 10, max_windows=3)  # windows 0, 4 and 9 of 10
+    torch.testing.assert_close(x[:, 0], torch.tensor([0, 40, 90]))
+    torch.testing.assert_close(x, x[:, :1] + torch.arange(10))
+    torch.testing.assert_close(y, x + 1)
+    full, _ = sequential_windows(np.arange(101), 10, max_windows=50)  # more than there are
+    assert full.shape == (10, 10)
 
 
 def test_sampler_and_windows_reject_short_streams():

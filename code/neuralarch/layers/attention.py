@@ -155,13 +155,15 @@ class MultiHeadAttention(nn.Module):
     :class:`~neuralarch.sequence.positional.RotaryEmbedding` accepts. ``kv_heads`` (default
     ``heads``) is the number of key/value heads: each is shared by ``heads // kv_heads`` query
     heads (grouped-query attention; ``kv_heads=1`` is multi-query attention). ``layer_idx`` is
-    this attention's slot in a :class:`KVCache`.
+    this attention's slot in a :class:`KVCache`. ``fused=True`` computes the same function with
+    PyTorch's fused kernel ``F.scaled_dot_product_attention`` instead of :func:`attention`
+    whenever the weights are not asked for: faster, and equal up to rounding (a test).
     """
 
     def __init__(self, dim: int, heads: int, *, kdim: int | None = None, vdim: int | None = None,
                  bias: bool = True, dropout: float = 0.0, causal: bool = False,
                  rotary: Rotary | None = None, kv_heads: int | None = None,
-                 layer_idx: int = 0) -> None:
+                 layer_idx: int = 0, fused: bool = False) -> None:
         super().__init__()
         if dim <= 0 or heads <= 0 or dim % heads:
             raise ValueError(f"dim ({dim}) must be a positive multiple of heads ({heads})")
@@ -173,7 +175,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.kv_heads, self.layer_idx = kv_heads, layer_idx
-        self.dropout, self.causal, self.rotary = dropout, causal, rotary
+        self.dropout, self.causal, self.rotary, self.fused = dropout, causal, rotary, fused
         kv_dim = kv_heads * self.head_dim  # narrower than dim under grouped-query attention
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(kdim or dim, kv_dim, bias=bias)
@@ -234,8 +236,14 @@ class MultiHeadAttention(nn.Module):
         mask = attn_mask
         if padding is not None:
             mask = padding if mask is None else combine_masks(mask, padding, dtype=q.dtype)
-        out, weights = attention(q, k, v, mask, is_causal=causal, dropout_p=self.dropout,
-                                 training=self.training)  # (B, heads, T, D / heads)
+        if self.fused and not need_weights:  # one kernel; the (T, S) weights are never stored
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal,
+                dropout_p=self.dropout if self.training else 0.0)  # (B, heads, T, D / heads)
+            weights = None
+        else:
+            out, weights = attention(q, k, v, mask, is_causal=causal, dropout_p=self.dropout,
+                                     training=self.training)  # (B, heads, T, D / heads)
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, self.dim))  # heads side by side
         if not need_weights:
             return out, None

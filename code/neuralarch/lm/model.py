@@ -57,6 +57,7 @@ class LMConfig(ArchConfig):
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     dropout: float = 0.0
+    fused_attention: bool = False  # PyTorch's fused kernel instead of the book's attention()
 
     @field_validator("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len")
     @classmethod
@@ -126,7 +127,7 @@ class DecoderBlock(nn.Module):
         self.attn = MultiHeadAttention(
             config.dim, config.n_heads, bias=False, dropout=config.dropout, causal=True,
             rotary=RotaryEmbedding(config.head_dim, base=config.rope_base),
-            kv_heads=config.kv_heads, layer_idx=layer_idx)
+            kv_heads=config.kv_heads, layer_idx=layer_idx, fused=config.fused_attention)
         self.ffn_norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.ffn = SwiGLU(config.dim, config.ffn_dim, bias=False)
         self.drop = nn.Dropout(config.dropout)  # on each sub-layer's output (residual dropout)

@@ -171,7 +171,7 @@ def pretrain(model: nn.Module, train_tokens: np.ndarray, val_tokens: np.ndarray,
              callback: Callable[[int, float], object] | None = None) -> PretrainResult:
     """Train ``model`` for ``config.steps`` steps on random windows of ``train_tokens``.
 
-    Validation (``config.eval_windows`` consecutive windows of ``val_tokens``) runs every
+    Validation (``config.eval_windows`` windows spread over ``val_tokens``) runs every
     ``config.eval_every`` steps and after the last one; its time is excluded from the recorded
     training seconds. ``stop_after=k`` stops after step ``k`` and writes a checkpoint (when
     ``checkpoint_path`` is given); ``resume=True`` continues from that checkpoint to the same

@@ -212,15 +212,18 @@ class RandomWindowSampler:
 
 def sequential_windows(tokens: np.ndarray, context: int,
                        max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut ``tokens`` into consecutive, non-overlapping windows: inputs and targets (N, T).
+    """Cut ``tokens`` into non-overlapping windows of ``context``: inputs and targets (N, T).
 
-    Used for validation, so that every token of the split (up to ``max_windows * context``)
-    is predicted exactly once, in a fixed order.
+    Used for validation: every token of the split is predicted exactly once, in a fixed order.
+    With ``max_windows`` fewer than the split holds, that many windows are taken evenly spaced
+    over the whole split (not its beginning), so a quick validation estimates the full one.
     """
     n = (len(tokens) - 1) // context
-    if max_windows is not None:
-        n = min(n, max_windows)
     if n < 1:
         raise ValueError(f"{len(tokens)} tokens are too few for one window of {context} + 1")
-    flat = torch.from_numpy(np.asarray(tokens[:n * context + 1], dtype=np.int64))
-    return flat[:-1].reshape(n, context), flat[1:].reshape(n, context)
+    chosen = np.arange(n)
+    if max_windows is not None and max_windows < n:
+        chosen = np.linspace(0, n - 1, max_windows).round().astype(np.int64)
+    rows = chosen[:, None] * context + np.arange(context + 1)  # (N, T + 1) token positions
+    windows = torch.from_numpy(np.asarray(tokens, dtype=np.int64)[rows])
+    return windows[:, :-1], windows[:, 1:]

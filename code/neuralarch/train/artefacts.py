@@ -5,7 +5,8 @@ page asks for it, and every later page loads the same weights. :func:`cached_mod
 mechanism behind all such shared models. The cache file name holds a hash of the model's name,
 its config, the source code of its training function and of the model's own classes, so
 changing any of them trains a new model instead of silently loading a stale one. Training runs
-on one CPU thread with seeded generators, so every CPU build produces bit-identical weights.
+on one CPU thread with seeded generators (or on the ``threads`` a recipe asks for: a fixed
+count keeps the reduction order fixed), so every CPU build produces bit-identical weights.
 
 The cache folder is, in order: the ``root`` argument, ``$NEURALARCH_CACHE_DIR``, the
 repository's ``_build/models`` when the package is used from a checkout (so ``make clean``
@@ -20,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,14 +94,30 @@ def artefact_key(name: str, config: ArchConfig, train: Callable[..., object],
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the body on one CPU thread (a fixed reduction order), then restore the thread count."""
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Run the body on ``threads`` CPU threads (a fixed reduction order), then restore the count."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """Run the body on one CPU thread, then restore the thread count."""
+    return cpu_threads(1)
+
+
+def training_threads(config: ArchConfig) -> int:
+    """CPU threads a recipe trains on: its ``threads`` field, else 1 (see :func:`cached_model`)."""
+    threads = getattr(config, "threads", 1)
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{type(config).__name__}.threads must be an integer >= 1, "
+                         f"got {threads!r}")
+    return threads
 
 
 def cached_model(name: str, config: C, build: Callable[[C], M],
@@ -109,7 +127,9 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
 
     ``build(config)`` makes the untrained network; ``train(model, config)`` trains it in place
     and returns its metrics. Building and training are seeded with ``config.seed`` (the config
-    must have a ``seed`` field) and run on one thread; the caller's random generators are left
+    must have a ``seed`` field) and run on one thread, or on ``config.threads`` where the recipe
+    has that field (a model that needs the whole machine; the result is then fixed for that
+    thread count, which is part of the recipe and so of the key); the caller's random generators are left
     as they were, so a page gives the same results whether the model was trained or loaded.
     The file is written atomically, so an interrupted build never leaves half a model behind,
     and a file lock makes concurrent callers (pages executing in parallel) train it only once.
@@ -121,6 +141,7 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
     if not isinstance(seed, int):
         raise ValueError(f"{type(config).__name__} needs an integer `seed` field so that "
                          f"training is reproducible")
+    threads = training_threads(config)
     started = time.perf_counter()
     caller_rng = capture_rng_state()  # the page's random stream must not depend on the cache
     try:
@@ -133,7 +154,7 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
         with FileLock(f"{path}.lock"):
             if path.is_file():
                 return _load(path, name, key, config, model)
-            with single_thread():
+            with cpu_threads(threads):
                 seed_everything(seed)
                 model = build(config)
                 metrics = {name_: float(value) for name_, value in train(model, config).items()}

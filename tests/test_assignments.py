@@ -80,6 +80,20 @@ def my_sample_next(logits, temperature, generator=None):  # deliberately wrong: 
     "week08": ("task2-solution-1", '''
 verdict = "pretrained" if verdict != "pretrained" else "scratch"  # deliberately wrong: flipped''',
                "verdict agrees with the 95 % interval over seeds", 10),
+    "week10": ("task2-solution-1", '''
+_reference_kl = my_kl
+
+
+def my_kl(mu, logvar):  # deliberately wrong: the factor 1/2 forgotten
+    return 2 * _reference_kl(mu, logvar)''',
+               "my_kl equals torch.distributions.kl_divergence", 10),
+    "week11": ("task1-solution-1", '''
+_reference_cosine = my_cosine_alpha_bars
+
+
+def my_cosine_alpha_bars(T, s=0.008, max_beta=0.999):  # deliberately wrong: alpha_bar squared
+    return _reference_cosine(T, s, max_beta) ** 2''',
+               "my_cosine_alpha_bars follows the cosine schedule", 10),
 }
 
 

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from neuralarch.generative.control_adapter import mnist_control_adapter
+from neuralarch.generative.gan import mnist_gan, ring_sweep
+from neuralarch.generative.latent_diffusion import latent_ddpm, pixel_diffusion_samples
+from neuralarch.generative.mnist_ddpm import mnist_ddpm
+from neuralarch.generative.vae import mnist_vae, mnist_vae_2d
 from neuralarch.lm.classifier import sentiment_classifiers
 from neuralarch.lm.micro_gemini import micro_gemini, nanogpt_baseline
+from neuralarch.projects.synthetic_markets.generator import market_ddpm
 from neuralarch.projects.translator.models import gru_translator, transformer_translator
 from neuralarch.text.word2vec import shakespeare_word2vec
 from neuralarch.train.artefacts import TrainedModel
@@ -30,6 +36,15 @@ SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
     "micro-gemini": micro_gemini,  # 6.6, week 08, the MoE lesson, `neuralarch.lm.generate`
     "nanogpt-baseline": nanogpt_baseline,  # lesson 6.6's baseline, trained side by side
     "w08-sentiment-classifiers": sentiment_classifiers,  # week 08 (fine-tunes micro-gemini)
+    "market-ddpm": market_ddpm,  # lesson 7.6, the synthetic market-data generator
+    "mnist-vae": mnist_vae,  # lessons 7.2, 7.3, the Module 7 table; latent diffusion's autoencoder
+    "mnist-vae-2d": mnist_vae_2d,  # lesson 7.2's latent map
+    "mnist-gan": mnist_gan,  # lesson 7.3, the Module 7 table
+    "gan-ring-sweep": ring_sweep,  # lesson 7.3's mode-collapse experiment
+    "mnist-latent-ddpm": latent_ddpm,  # lesson 7.2, the Module 7 table (loads mnist-vae)
+    "mnist-ddpm": mnist_ddpm,  # lessons 7.1, 7.4, 7.5, week 11
+    "mnist-control-adapter": mnist_control_adapter,  # lesson 7.5 (loads mnist-ddpm)
+    "mnist-ddpm-samples": pixel_diffusion_samples,  # the Module 7 table (loads mnist-ddpm)
     "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05
     "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
     "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3

@@ -27,31 +27,33 @@ from neuralarch.train.artefacts import TrainedModel
 from neuralarch.vision.model_zoo import TRANSFER_SOURCE, mnist_cnn, mnist_vit
 from neuralarch.vision.texture_net import texture_net
 
-# Trained one at a time before the others: their recipes train on every core (``threads``),
-# because lesson 6.6 races them against each other in a fixed budget of the 2-core machine.
-WHOLE_MACHINE = ("micro-gemini", "nanogpt-baseline")
+# Trained one at a time before the others, on every core (their recipes' ``threads``): lesson
+# 6.6 races the two language models in a fixed budget of the 2-core machine, and two other
+# shared models (7.5's adapter, the Module 7 table's samples) wait for the pixel DDPM.
+WHOLE_MACHINE = ("micro-gemini", "nanogpt-baseline", "mnist-ddpm")
 
-# Listed longest first, so that two workers finish together.
+# Listed longest first (a model before those that load it), so that two workers finish
+# together.
 SHARED_MODELS: dict[str, Callable[[], TrainedModel]] = {
     "micro-gemini": micro_gemini,  # 6.6, week 08, the MoE lesson, `neuralarch.lm.generate`
     "nanogpt-baseline": nanogpt_baseline,  # lesson 6.6's baseline, trained side by side
-    "w08-sentiment-classifiers": sentiment_classifiers,  # week 08 (fine-tunes micro-gemini)
-    "market-ddpm": market_ddpm,  # lesson 7.6, the synthetic market-data generator
-    "mnist-vae": mnist_vae,  # lessons 7.2, 7.3, the Module 7 table; latent diffusion's autoencoder
-    "mnist-vae-2d": mnist_vae_2d,  # lesson 7.2's latent map
-    "mnist-gan": mnist_gan,  # lesson 7.3, the Module 7 table
-    "gan-ring-sweep": ring_sweep,  # lesson 7.3's mode-collapse experiment
-    "mnist-latent-ddpm": latent_ddpm,  # lesson 7.2, the Module 7 table (loads mnist-vae)
     "mnist-ddpm": mnist_ddpm,  # lessons 7.1, 7.4, 7.5, week 11
+    "gan-ring-sweep": ring_sweep,  # lesson 7.3's mode-collapse experiment
+    "mnist-gan": mnist_gan,  # lesson 7.3, the Module 7 table
+    "market-ddpm": market_ddpm,  # lesson 7.6, the synthetic market-data generator
+    "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05, Module 7
+    "mnist-vae": mnist_vae,  # lessons 7.2, 7.3, the Module 7 table; latent diffusion's autoencoder
     "mnist-control-adapter": mnist_control_adapter,  # lesson 7.5 (loads mnist-ddpm)
+    "w08-sentiment-classifiers": sentiment_classifiers,  # week 08 (fine-tunes micro-gemini)
     "mnist-ddpm-samples": pixel_diffusion_samples,  # the Module 7 table (loads mnist-ddpm)
-    "mnist-cnn": mnist_cnn,  # lessons 4.1, 4.2, 4.4, 4.5, interpretability, weeks 03-05
-    "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
-    "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3
-    "texture-net": texture_net,  # the style-transfer lesson, week 05
-    "shakespeare-word2vec": shakespeare_word2vec,  # the NLP lessons, week 06
     "translator-gru": gru_translator,  # lesson 5.6
     "translator-transformer": transformer_translator,  # lesson 5.6
+    "mnist-vit": mnist_vit,  # lessons 4.4 and 5.3
+    "mnist-vae-2d": mnist_vae_2d,  # lesson 7.2's latent map
+    "mnist-latent-ddpm": latent_ddpm,  # lesson 7.2, the Module 7 table (loads mnist-vae)
+    "mnist-cnn-digits-0-4": lambda: mnist_cnn(TRANSFER_SOURCE),  # lesson 4.3's source model
+    "texture-net": texture_net,  # the style-transfer lesson, week 05
+    "shakespeare-word2vec": shakespeare_word2vec,  # the NLP lessons, week 06
 }
 
 

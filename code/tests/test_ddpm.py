@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuralarch.generative.ddpm import Diffusion, fit_denoiser
+from neuralarch.generative.ddpm import Diffusion, fit_denoiser, loss_summary, train_with_ema
 from neuralarch.generative.noise_schedules import cosine_schedule, linear_schedule
 from neuralarch.generative.toy import MLPDenoiser, two_moons
 
@@ -83,3 +83,40 @@ def test_posterior_mean_forms_agree_and_clip_only_binds_outside_the_range():
     torch.testing.assert_close(wide, plain, atol=1e-3, rtol=1e-3)
     tight = d.sample(oracle, (2000, 1), generator=torch.Generator().manual_seed(0), clip=0.1)
     assert tight.abs().max() < plain.abs().max()
+
+
+class LabelRecorder(torch.nn.Module):
+    """A linear denoiser that records the labels it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x, t, y=None):
+        self.seen.append(y)
+        return self.linear(x)
+
+
+def train_recorder(ema: float, p_uncond: float = 0.0) -> LabelRecorder:
+    torch.manual_seed(0)
+    model = LabelRecorder()
+    data, labels = torch.randn(64, 2), torch.arange(64) % 3
+    train_with_ema(model, Diffusion(cosine_schedule(20)), data, steps=30, batch_size=8, lr=1e-2,
+                   ema=ema, generator=torch.Generator().manual_seed(1), labels=labels,
+                   null_class=3, p_uncond=p_uncond, progress=False)
+    return model
+
+
+def test_train_with_ema_ends_on_the_moving_average_and_drops_labels():
+    last = train_recorder(ema=0.0)  # an average with no memory is the last iterate
+    averaged = train_recorder(ema=0.9)
+    assert not torch.equal(last.linear.weight, averaged.linear.weight)
+    assert all(bool((y < 3).all()) for y in last.seen)  # p_uncond = 0: labels kept
+    dropped = train_recorder(ema=0.0, p_uncond=1.0)
+    assert all(bool((y == 3).all()) for y in dropped.seen)  # every label became the null class
+
+
+def test_loss_summary_averages_the_first_and_last_tenth():
+    assert loss_summary([5.0] * 10 + [1.0] * 80 + [2.0] * 10) == {"first_loss": 5.0,
+                                                                   "final_loss": 2.0}

@@ -9,12 +9,15 @@ is a (B,) tensor of integer steps 0..T-1 (step index ``t`` is the paper's step t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from neuralarch.generative.noise_schedules import NoiseSchedule
+from neuralarch.progress import progress_disabled
 
 Denoiser = Callable[..., torch.Tensor]  # model(x_t (B, ...), t (B,), y (B,) | None) -> eps
 
@@ -135,3 +138,44 @@ def fit_denoiser(model: torch.nn.Module, diffusion: Diffusion, data: torch.Tenso
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def train_with_ema(model: torch.nn.Module, diffusion: Diffusion, data: torch.Tensor, *,
+                   steps: int, batch_size: int, lr: float, ema: float,
+                   generator: torch.Generator, labels: torch.Tensor | None = None,
+                   null_class: int | None = None, p_uncond: float = 0.0,
+                   desc: str = "DDPM", progress: bool = True) -> list[float]:
+    """The book's recipe for its cached diffusion models; return the loss of every step.
+
+    :meth:`Diffusion.loss` on random batches of ``data``, AdamW with a one-cycle learning rate
+    (5 % warm-up), and a moving average of the weights (decay ``ema``), which the model holds
+    at the end: the average, not the last iterate, is what samples well. With ``labels`` and a
+    ``null_class``, each label is replaced by the null class with probability ``p_uncond``, so
+    that one network also learns the unconditional model classifier-free guidance needs.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    average = copy.deepcopy(model).requires_grad_(False)
+    losses = []
+    for _ in trange(steps, disable=not progress or progress_disabled(), desc=desc):
+        idx = torch.randint(0, len(data), (batch_size,), generator=generator)
+        y = None if labels is None else labels[idx].clone()
+        if y is not None and null_class is not None:
+            y[torch.rand(len(y), generator=generator) < p_uncond] = null_class
+        loss = diffusion.loss(model, data[idx], y, generator=generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for p_avg, p in zip(average.parameters(), model.parameters(), strict=True):
+                p_avg.lerp_(p, 1 - ema)
+        losses.append(loss.item())
+    model.load_state_dict(average.state_dict())
+    return losses
+
+
+def loss_summary(losses: list[float]) -> dict[str, float]:
+    """Mean loss of the first and of the last 10 % of the steps."""
+    tail = max(1, len(losses) // 10)
+    return {"first_loss": sum(losses[:tail]) / tail, "final_loss": sum(losses[-tail:]) / tail}

@@ -15,24 +15,21 @@ classifier-free guidance (lesson 7.4) needs.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
 import torch
 from pydantic import Field
 from torch import nn
-from tqdm import tqdm
 
 from neuralarch.config import ArchConfig
 from neuralarch.data.mnist import load_mnist
 from neuralarch.generative.ddim import ClassifierFreeGuidance, ddim_sample
-from neuralarch.generative.ddpm import Diffusion
+from neuralarch.generative.ddpm import Diffusion, loss_summary, train_with_ema
 from neuralarch.generative.mnist_ddpm import MnistDDPMConfig, mnist_ddpm, to_pixels
 from neuralarch.generative.mnist_ddpm import diffusion_for as pixel_diffusion
 from neuralarch.generative.noise_schedules import make_schedule
 from neuralarch.generative.vae import VAE, VAERecipe, mnist_vae
-from neuralarch.progress import progress_disabled
 from neuralarch.repro import derive_seed, make_generator
 from neuralarch.train.artefacts import TrainedModel, cached_model
 
@@ -121,33 +118,13 @@ def train_latent_diffusion(model: LatentDenoiser, config: LatentDiffusionRecipe,
     model.scale.fill_(latents.std().item())
     data, labels = latents / model.scale, train.labels
     diffusion = diffusion_for(config)
-    gen = make_generator(derive_seed(config.seed, "latent-diffusion"))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps,
-                                                pct_start=0.05)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    losses = []
     started = time.perf_counter()
-    for _ in tqdm(range(config.steps), desc="latent DDPM",
-                  disable=not progress or progress_disabled()):
-        index = torch.randint(len(data), (config.batch_size,), generator=gen)
-        y = labels[index].clone()
-        if config.arch.num_classes:
-            y[torch.rand(len(y), generator=gen) < config.p_uncond] = config.arch.num_classes
-        loss = diffusion.loss(model, data[index], y, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - config.ema)
-        losses.append(loss.item())
-    seconds = time.perf_counter() - started
-    model.load_state_dict(ema.state_dict())
-    tail = max(1, len(losses) // 10)
-    return {"first_loss": sum(losses[:tail]) / tail, "final_loss": sum(losses[-tail:]) / tail,
-            "seconds": seconds}
+    losses = train_with_ema(model, diffusion, data, steps=config.steps,
+                            batch_size=config.batch_size, lr=config.lr, ema=config.ema,
+                            generator=make_generator(derive_seed(config.seed, "latent-diffusion")),
+                            labels=labels, null_class=config.arch.num_classes or None,
+                            p_uncond=config.p_uncond, desc="latent DDPM", progress=progress)
+    return {**loss_summary(losses), "seconds": time.perf_counter() - started}
 
 
 def latent_ddpm(config: LatentDiffusionRecipe | None = None) -> TrainedModel[LatentDenoiser]:
@@ -195,7 +172,7 @@ class SampleBank(nn.Module):
 
     def __init__(self, config: PixelSamplesConfig) -> None:
         super().__init__()
-        rows = 1 + len(config.ddim_steps)  # the ancestral sampler, then each DDIM step count
+        rows = len(config.ddim_steps)  # one row of samples per DDIM step count
         self.register_buffer("images", torch.zeros(rows, config.n, 1, 28, 28, dtype=torch.uint8))
         self.register_buffer("labels", torch.arange(config.n) % 10)  # the requested digits
 
@@ -205,37 +182,33 @@ class SampleBank(nn.Module):
 
 
 def draw_pixel_samples(bank: SampleBank, config: PixelSamplesConfig) -> dict[str, float]:
-    """Sample the cached pixel DDPM: ancestral (all T steps), then DDIM; return seconds per row.
+    """Sample the cached pixel DDPM with DDIM at each step count; return seconds per row.
 
     Every row uses the same guidance scale and clamps x0_hat to the data's range (lesson 7.4).
-
-    Lesson 7.1's model costs a U-Net call per step and image, so drawing 1,000 digits takes
-    minutes on a CPU: the module's index loads them from here instead of sampling in the page.
+    Lesson 7.1's model costs two U-Net calls per step and image with guidance, so even 1,000
+    digits in a few steps take a minute on a CPU: the module's index loads them from here
+    instead of sampling in the page (lesson 7.4 compares the full ancestral chain on fewer).
     """
     trained = mnist_ddpm(config.ddpm)
     diffusion = pixel_diffusion(trained.config)
     unet = ClassifierFreeGuidance(trained.model, config.guidance, trained.config.arch.num_classes)
     gen = make_generator(derive_seed(config.seed, "pixel-samples"))
-    samplers = [("ancestral", diffusion.steps)] + [("ddim", s) for s in config.ddim_steps]
     metrics: dict[str, float] = {"T": float(diffusion.steps)}
-    for row, (kind, steps) in enumerate(samplers):
+    for row, steps in enumerate(config.ddim_steps):
         started = time.perf_counter()
         for start in range(0, config.n, config.batch_size):
             y = bank.labels[start:start + config.batch_size]
-            shape = (len(y), 1, 28, 28)
             with torch.no_grad():
-                x = (diffusion.sample(unet, shape, y, gen, clip=config.clip)
-                     if kind == "ancestral" else
-                     ddim_sample(unet, diffusion, shape, steps, y=y, generator=gen,
-                                 clip=config.clip))
+                x = ddim_sample(unet, diffusion, (len(y), 1, 28, 28), steps, y=y, generator=gen,
+                                clip=config.clip)
             bank.images[row, start:start + len(y)] = (to_pixels(x) * 255).round().to(torch.uint8)
-        metrics[f"{kind}-{steps}/seconds"] = time.perf_counter() - started
+        metrics[f"ddim-{steps}/seconds"] = time.perf_counter() - started
     return metrics
 
 
 def pixel_diffusion_samples(config: PixelSamplesConfig | None = None
                             ) -> TrainedModel[SampleBank]:
-    """Return 1,000 digits per sampler of the pixel DDPM, drawn once per build and cached.
+    """Return 1,000 digits per DDIM step count of the pixel DDPM, drawn once per build, cached.
 
     The cache key includes the fingerprint of the pixel model's weights, so retraining that
     model (a change to its code or recipe) draws new samples instead of loading stale ones.

@@ -67,27 +67,21 @@ class StepEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, with the embedding's scale and shift between, plus a skip.
-
-    The embedding (step + class) passes through SiLU and a linear layer to a per-channel scale
-    and shift of the normalised features (FiLM, "adaptive GroupNorm" of Nichol & Dhariwal): the
-    nonlinearity lets the class act differently at different steps, which a shift that is
-    linear in the summed embedding could not.
-    """
+    """GroupNorm-SiLU-conv twice, the step embedding added in between, plus a skip path."""
 
     def __init__(self, cin: int, cout: int, embed_dim: int, groups: int, dims: int = 2) -> None:
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv1d
         self.norm1, self.conv1 = nn.GroupNorm(min(groups, cin), cin), conv(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(embed_dim, 2 * cout)
+        self.emb = nn.Linear(embed_dim, cout)
         self.norm2, self.conv2 = nn.GroupNorm(groups, cout), conv(cout, cout, 3, padding=1)
         self.skip = nn.Identity() if cin == cout else conv(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, cout, *spatial)
-        film = self.emb(F.silu(emb)).view(*emb.shape[:1], -1, *([1] * (x.ndim - 2)))
-        scale, shift = film.chunk(2, dim=1)  # (B, cout, 1, ...) each
-        h = self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
+        shift = self.emb(emb)  # (B, cout)
+        h = h + shift.view(*shift.shape, *([1] * (x.ndim - 2)))  # per-channel shift
+        h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
 
 

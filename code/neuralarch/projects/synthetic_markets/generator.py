@@ -9,21 +9,17 @@ a summary of the whole window (its mean feature vector) added back to every day.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
-from tqdm.auto import trange
 
 from neuralarch.config import ArchConfig
 from neuralarch.generative.ddim import ddim_sample
-from neuralarch.generative.ddpm import Diffusion
+from neuralarch.generative.ddpm import Diffusion, loss_summary, train_with_ema
 from neuralarch.generative.noise_schedules import make_schedule
 from neuralarch.generative.unet import StepEmbedding
-from neuralarch.progress import progress_disabled
 from neuralarch.projects.synthetic_markets.data import SPLIT_DATE, load_market_split, make_windows
 from neuralarch.train.artefacts import TrainedModel, cached_model
 
@@ -133,27 +129,11 @@ def train_market_ddpm(model: ReturnDenoiser, config: MarketDDPMConfig) -> dict[s
     data, mean, std = training_windows(config)
     model.scale.copy_(torch.tensor([mean, std]))
     diffusion = diffusion_for(config)
-    gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps,
-                                                pct_start=0.05)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    losses = []
-    for _ in trange(config.steps, disable=progress_disabled(), desc="market DDPM"):
-        idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
-        loss = diffusion.loss(model, data[idx], generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - config.ema)
-        losses.append(loss.item())
-    model.load_state_dict(ema.state_dict())
-    tail = max(1, len(losses) // 10)
-    return {"first_loss": sum(losses[:tail]) / tail, "final_loss": sum(losses[-tail:]) / tail,
-            "windows": float(len(data))}
+    losses = train_with_ema(model, diffusion, data, steps=config.steps,
+                            batch_size=config.batch_size, lr=config.lr, ema=config.ema,
+                            generator=torch.Generator().manual_seed(config.seed),
+                            desc="market DDPM")
+    return {**loss_summary(losses), "windows": float(len(data))}
 
 
 def market_ddpm(config: MarketDDPMConfig | None = None) -> TrainedModel[ReturnDenoiser]:

@@ -223,6 +223,5 @@ def test_training_threads_rejects_a_bad_count():
     assert artefacts.training_threads(LineConfig()) == 1
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         artefacts.training_threads(WideLineConfig.model_construct(threads=0))
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        with artefacts.cpu_threads(0):
-            pass
+    with pytest.raises(ValueError, match="threads must be >= 1"), artefacts.cpu_threads(0):
+        pass

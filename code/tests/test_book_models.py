@@ -19,5 +19,5 @@ def test_the_raced_language_models_train_on_the_same_two_threads():
 
 
 def test_prepare_names_the_known_models_when_asked_for_another():
-    with pytest.raises(ValueError, match="no shared model 'nope'.*micro-gemini"):
+    with pytest.raises(ValueError, match=r"no shared model 'nope'.*micro-gemini"):
         book_models.prepare("nope")

@@ -4,13 +4,13 @@ Introduced in lesson 6.6 (``m06-l06``). Both models are shared, cached artefacts
 (:func:`~neuralarch.train.artefacts.cached_model`): :func:`micro_gemini` trains the book's
 :class:`~neuralarch.lm.model.DecoderLM` on a byte-level BPE of tiny Shakespeare, and
 :func:`nanogpt_baseline` trains nanoGPT's character-level CPU recipe
-(:mod:`neuralarch.lm.gpt_baseline`). The split is nanoGPT's: the first 90 % of the characters
-train, the last 10 % validate. Both are trained by :func:`~neuralarch.lm.pretrain.pretrain` for
-a fixed number of steps on the machine's two threads, one model after the other
-(deterministic for a fixed thread count; the steps were calibrated to about 180 s on the
-book's 2-core machine), and both are scored in **nats per character** on the whole validation split, so a BPE model
-and a character model compare. Each trained model carries its tokenizer and its training
-history (``model.extras``), stored inside the cached file.
+(:mod:`neuralarch.lm.gpt_baseline`). The split is nanoGPT's: the first 90 % of the characters train,
+the last 10 % validate. Both are trained by :func:`~neuralarch.lm.pretrain.pretrain` for a fixed
+number of steps on the machine's two threads, one model after the other (deterministic for a fixed
+thread count; the steps were calibrated to about 180 s on the book's 2-core machine), and both are
+scored in **nats per character** on the whole validation split, so a BPE model and a character model
+compare. Each trained model carries its tokenizer and its training history (``model.extras``),
+stored inside the cached file.
 """
 
 from __future__ import annotations

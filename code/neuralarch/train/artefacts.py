@@ -15,13 +15,13 @@ empties it together with the execution cache), else ``~/.cache/neuralarch/models
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,14 +125,14 @@ def cached_model(name: str, config: C, build: Callable[[C], M],
                  root: str | Path | None = None) -> TrainedModel[M]:
     """Load the model ``name`` trained with ``config``, or train it and cache it.
 
-    ``build(config)`` makes the untrained network; ``train(model, config)`` trains it in place
-    and returns its metrics. Building and training are seeded with ``config.seed`` (the config
-    must have a ``seed`` field) and run on one thread, or on ``config.threads`` where the recipe
-    has that field (a model that needs the whole machine; the result is then fixed for that
-    thread count, which is part of the recipe and so of the key); the caller's random generators are left
-    as they were, so a page gives the same results whether the model was trained or loaded.
-    The file is written atomically, so an interrupted build never leaves half a model behind,
-    and a file lock makes concurrent callers (pages executing in parallel) train it only once.
+    ``build(config)`` makes the untrained network; ``train(model, config)`` trains it in place and
+    returns its metrics. Building and training are seeded with ``config.seed`` (the config must have
+    a ``seed`` field) and run on one thread, or on ``config.threads`` where the recipe has that
+    field (a model that needs the whole machine; the result is then fixed for that thread count,
+    which is part of the recipe and so of the key); the caller's random generators are left as they
+    were, so a page gives the same results whether the model was trained or loaded. The file is
+    written atomically, so an interrupted build never leaves half a model behind, and a file lock
+    makes concurrent callers (pages executing in parallel) train it only once.
     """
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name must be letters, digits, '-' or '_' (it names a file), "

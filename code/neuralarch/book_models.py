@@ -2,7 +2,7 @@
 
 ``make book`` trains every model here in its own step before any page executes (see
 ``tools/execute_book.py``), so that a page's execution time is its own and no two pages wait on the
-same training: first the models of :data:`WHOLE_MACHINE`, one at a time on every core, then the
+same training: first the models of ``WHOLE_MACHINE``, one at a time on every core, then the
 others two at a time on a 2-core machine, one thread each. Each entry is the exact call a page
 makes; :func:`~neuralarch.train.artefacts.cached_model` keys the file on the recipe and the code, so
 the pages then load what this step wrote. A page that asks for a model missing here still works (it

@@ -20,6 +20,7 @@ from neuralarch.generative.mnist_ddpm import mnist_ddpm
 from neuralarch.generative.vae import mnist_vae, mnist_vae_2d
 from neuralarch.lm.classifier import sentiment_classifiers
 from neuralarch.lm.micro_gemini import micro_gemini, nanogpt_baseline
+from neuralarch.progress import hide_progress_bars
 from neuralarch.projects.synthetic_markets.generator import market_ddpm
 from neuralarch.projects.translator.models import gru_translator, transformer_translator
 from neuralarch.text.word2vec import shakespeare_word2vec
@@ -61,6 +62,7 @@ def prepare(name: str) -> dict[str, object]:
     """Train (or load) the shared model ``name``; return its training time and cache file."""
     if name not in SHARED_MODELS:
         raise ValueError(f"no shared model {name!r}; the book's are {sorted(SHARED_MODELS)}")
+    hide_progress_bars()  # nobody watches this step's bars; they would fill the build log
     trained = SHARED_MODELS[name]()
     return {"name": name, "trained_now": trained.trained_now, "seconds": round(trained.seconds, 1),
             "file": trained.path.name}

@@ -28,7 +28,10 @@ def broadcast(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class Diffusion:
-    """A DDPM forward process on one :class:`NoiseSchedule`, with its loss and its sampler."""
+    """A DDPM forward process on one noise schedule, with its loss and its sampler.
+
+    The schedule is a :class:`~neuralarch.generative.noise_schedules.NoiseSchedule`.
+    """
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         self.schedule = schedule
@@ -91,7 +94,7 @@ class Diffusion:
 
         ``temperature`` scales every Gaussian draw (the start and each step's noise). ``clip``
         clamps the implied clean estimate x0_hat to ``[-clip, clip]`` (the data's range) before
-        the mean is formed. With ``return_chain`` the result is (T + 1, *shape): x_T first.
+        the mean is formed. With ``return_chain`` the result is ``(T + 1, *shape)``: x_T first.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")

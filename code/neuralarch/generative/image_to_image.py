@@ -44,7 +44,8 @@ def inpaint(model: Denoiser, diffusion: Diffusion, known: torch.Tensor, mask: to
     """Fill the pixels where ``mask`` is False, keeping ``known`` (model range) where it is True.
 
     After each reverse step to step ``t``, the known region is replaced by ``known`` noised to
-    step ``t`` with :meth:`Diffusion.q_sample`, so the model only ever invents the hole.
+    step ``t`` with :meth:`~neuralarch.generative.ddpm.Diffusion.q_sample`, so the model only
+    ever invents the hole.
     """
     if mask.shape[-2:] != known.shape[-2:]:
         raise ValueError(f"mask {tuple(mask.shape)} must match the images {tuple(known.shape)}")

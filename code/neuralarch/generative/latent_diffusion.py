@@ -4,7 +4,8 @@ Introduced in lesson 7.2 (``m07-l02``). Stable Diffusion does not diffuse pixels
 autoencoder compresses each image into a much smaller latent, a diffusion model learns the
 distribution of those latents, and the decoder turns a sampled latent back into an image. Here
 the autoencoder is the 16-D MNIST VAE of :mod:`~neuralarch.generative.vae` (784 pixels -> 16
-numbers), the diffusion process is lesson 7.1's shape-agnostic :class:`Diffusion`, and the
+numbers), the diffusion process is lesson 7.1's shape-agnostic
+:class:`~neuralarch.generative.ddpm.Diffusion`, and the
 denoiser is a small MLP instead of a U-Net. Each training step and each sampling step therefore
 costs a tiny fraction of a pixel model's, which is the whole point of the design. The latents
 are the posterior means of the training images, divided by their overall standard deviation
@@ -159,7 +160,7 @@ class PixelSamplesConfig(ArchConfig):
 
     ddpm: MnistDDPMConfig = Field(MnistDDPMConfig(), description="the pixel model to sample")
     n: int = Field(1000, gt=0, description="images per sampler: the yardstick's sample size")
-    ddim_steps: tuple[int, ...] = Field((10, 20), description="DDIM (eta = 0) step counts")
+    ddim_steps: tuple[int, ...] = Field((5, 10, 20, 50), description="DDIM (eta = 0) step counts")
     guidance: float = Field(3.0, ge=0, description="classifier-free guidance scale w, every row")
     clip: float = Field(1.0, gt=0, description="x0_hat is clamped to [-clip, clip] (data range)")
     batch_size: int = Field(250, gt=0, description="images per sampling batch")

@@ -36,7 +36,7 @@ def excess_kurtosis(returns: np.ndarray) -> float:
 
 
 def hill_tail_index(returns: np.ndarray, tail: float = 0.05) -> float:
-    """Hill's estimate of the tail index alpha of |r| from its largest ``tail`` share.
+    """Hill's estimate of the tail index alpha of ``|r|`` from its largest ``tail`` share.
 
     ``P(|r| > x) ~ x^-alpha``: alpha is the number of finite moments, about 3 for daily equity
     returns, infinite for a Gaussian (the estimate then grows with the sample size).
@@ -64,7 +64,7 @@ def autocorrelation(returns: np.ndarray, lags: int) -> np.ndarray:
 
 
 def abs_autocorrelation(returns: np.ndarray, lags: int) -> np.ndarray:
-    """ACF of |r| at lags 1..``lags``: volatility clustering makes it positive and slow."""
+    """ACF of ``|r|`` at lags 1..``lags``: volatility clustering makes it positive and slow."""
     return autocorrelation(np.abs(_as_windows(returns)), lags)
 
 

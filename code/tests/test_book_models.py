@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neuralarch import book_models
+from neuralarch.generative.mnist_ddpm import MnistDDPMConfig
 from neuralarch.lm.micro_gemini import MicroGeminiRecipe, NanoGPTRecipe
 
 
@@ -16,6 +17,13 @@ def test_whole_machine_models_are_shared_models_listed_first():
 
 def test_the_raced_language_models_train_on_the_same_two_threads():
     assert MicroGeminiRecipe().threads == NanoGPTRecipe().threads == 2
+
+
+def test_every_multi_threaded_recipe_trains_alone():
+    # a recipe with threads > 1 trained beside another model would oversubscribe the cores
+    recipes = {"micro-gemini": MicroGeminiRecipe(), "nanogpt-baseline": NanoGPTRecipe(),
+               "mnist-ddpm": MnistDDPMConfig()}
+    assert set(book_models.WHOLE_MACHINE) == {n for n, r in recipes.items() if r.threads > 1}
 
 
 def test_prepare_names_the_known_models_when_asked_for_another():
